@@ -1,0 +1,7 @@
+"""gdexp: experiments on gradient descent."""
+from .descent import Armijo, Result, Status, Trace, run
+from .objectives import OBJECTIVES, Minimum, Objective
+from .optimizers import OPTIMIZERS, Optimizer
+
+__all__ = ["Armijo", "Minimum", "OBJECTIVES", "OPTIMIZERS", "Objective", "Optimizer",
+           "Result", "Status", "Trace", "run"]

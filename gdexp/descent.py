@@ -1,0 +1,292 @@
+"""The runner: batched descent from many starts, with stopping rules and a bounded trace."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, NamedTuple, Optional
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import value_and_grad
+from autograd.tracer import getval
+
+from .objectives import Objective
+from .optimizers import Optimizer
+
+
+class Status(Enum):
+    """Why a start stopped: (outcome, rule, message), after scipy's status messages."""
+
+    GRAD_TOL = ("converged", "grad_tol", "Converged: the gradient norm fell to grad_tol or below.")
+    STEP_TOL = ("converged", "step_tol", "Converged: the step length fell to step_tol or below.")
+    VALUE_TOL = ("converged", "value_tol", "Converged: the change in f fell to value_tol or below.")
+    MAX_STEPS = ("max_steps", "max_steps", "Stopped: the step budget max_steps was used up.")
+    NON_FINITE = ("diverged", "non_finite", "Diverged: f or its gradient became non-finite.")
+    BOUND = ("diverged", "diverge_above", "Diverged: f rose above diverge_above.")
+
+    @property
+    def outcome(self) -> str:
+        return self.value[0]
+
+    @property
+    def rule(self) -> str:
+        return self.value[1]
+
+    @property
+    def message(self) -> str:
+        return self.value[2]
+
+
+# Integer codes used inside the loop (0 = still running); order = priority when several hold.
+_CODES = (None, Status.NON_FINITE, Status.BOUND, Status.GRAD_TOL, Status.STEP_TOL,
+          Status.VALUE_TOL, Status.MAX_STEPS)
+
+
+class Armijo(NamedTuple):
+    """Backtracking line search: shrink t until f(x + t·d) ≤ f(x) + c·t·gᵀd.
+
+    For gradient descent d = −g, so the test reads f(x − t·g) ≤ f(x) − c·t·‖g‖²: the
+    first-order Taylor decrease, scaled by c, made into a guarantee.
+    """
+
+    c: float = 1e-4
+    shrink: float = 0.5
+    max_iter: int = 30
+
+
+class _Recorder:
+    """Rows of per-step arrays kept in bounded memory.
+
+    Every step is kept until ``capacity`` rows are full; then every other row is dropped and
+    only steps that are multiples of the doubled stride are kept from then on. The rows stay
+    evenly spaced and memory never exceeds ``capacity`` rows.
+    """
+
+    def __init__(self, capacity: int, shapes: dict[str, tuple]):
+        self.capacity = max(int(capacity), 4)
+        self.stride = 1
+        self.size = 0
+        self.steps = np.empty(self.capacity + 1, dtype=np.int64)  # +1 for the final row
+        self.data = {k: np.empty((self.capacity + 1,) + s) for k, s in shapes.items()}
+
+    def add(self, k: int, **values) -> None:
+        if k % self.stride:
+            return
+        if self.size == self.capacity:
+            keep = slice(0, self.size, 2)
+            n = len(range(*keep.indices(self.size)))
+            self.steps[:n] = self.steps[keep]
+            for arr in self.data.values():
+                arr[:n] = arr[keep]
+            self.size, self.stride = n, self.stride * 2
+            if k % self.stride:
+                return
+        self._put(k, values)
+
+    def close(self, k: int, **values) -> None:
+        """Make sure the last step is the last row."""
+        if self.size == 0 or self.steps[self.size - 1] != k:
+            self._put(k, values)
+
+    def _put(self, k, values):
+        i = self.size
+        self.steps[i] = k
+        for name, v in values.items():
+            self.data[name][i] = v
+        self.size += 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"steps": self.steps[: self.size].copy()}
+        out.update({k: v[: self.size].copy() for k, v in self.data.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Per-step records. ``steps`` indexes the rows of the curves, ``path_steps`` the path's."""
+
+    steps: np.ndarray      # (m,)
+    loss: np.ndarray       # (m, n)
+    grad_norm: np.ndarray  # (m, n)
+    lr: np.ndarray         # (m, n): the step size actually used at that step
+    path_steps: np.ndarray  # (p,)
+    path: np.ndarray       # (p, d, n)
+
+    @property
+    def full_resolution(self) -> bool:
+        return bool(np.all(np.diff(self.steps[:-1]) == 1)) if len(self.steps) > 2 else True
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a batched descent returns; every per-start array has its start along the last axis."""
+
+    x0: np.ndarray           # (d, n)
+    x: np.ndarray            # (d, n) final points
+    f: np.ndarray            # (n,) final values
+    grad_norm: np.ndarray    # (n,) final gradient norms
+    steps: np.ndarray        # (n,) updates applied before stopping
+    status: tuple            # (n,) Status
+    lr: np.ndarray           # (n,) base learning rate per start
+    evaluations: np.ndarray  # (n,) evaluations of f (gradient evaluations plus line-search trials)
+    nearest: np.ndarray      # (n,) index into objective.minima of the nearest minimum (-1: none listed)
+    distance: np.ndarray     # (n,) distance to that minimum (inf when none listed)
+    is_global: np.ndarray    # (n,) whether that minimum is global
+    basin: tuple             # (n,) "global" / "local" / "none" (not within basin_tol, or diverged)
+    trace: Trace
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def outcomes(self) -> tuple:
+        return tuple(s.outcome for s in self.status)
+
+
+def batched_value_and_grad(f: Callable) -> Callable:
+    """(d, n) -> ((n,), (d, n)): all columns' values and gradients in one reverse pass.
+
+    Columns do not interact, so the gradient of Σ_j f(x_j) is every column's own gradient.
+    """
+    values = []
+
+    def summed(x):
+        fx = f(x)
+        values.append(fx)
+        return anp.sum(fx)
+
+    vg = value_and_grad(summed)
+
+    def value_and_grads(x):
+        _, g = vg(x)
+        fx = getval(values.pop())
+        return fx, g
+
+    return value_and_grads
+
+
+def nearest_minima(objective: Objective, x: np.ndarray):
+    """Index of, distance to, and globality of the nearest listed minimum for each column."""
+    n = x.shape[1]
+    if not objective.minima:
+        return np.full(n, -1), np.full(n, np.inf), np.zeros(n, bool)
+    centers = np.stack([m.x for m in objective.minima], axis=1)  # (d, k)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dist = np.sqrt(((x[:, :, None] - centers[:, None, :]) ** 2).sum(axis=0))  # (n, k)
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    idx = np.argmin(dist, axis=1)
+    d = dist[np.arange(n), idx]
+    glob = np.array([objective.minima[i].is_global for i in idx])
+    return idx, d, glob
+
+
+def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 1000,
+        grad_tol: float = 0.0, step_tol: float = 0.0, value_tol: float = 0.0,
+        diverge_above: float = np.inf, schedule: Optional[Callable[[int], float]] = None,
+        line_search: Optional[Armijo] = None, basin_tol: float = 1e-2,
+        trace_budget: int = 5_000_000, path_budget: int = 2_000_000,
+        callback: Optional[Callable] = None) -> Result:
+    """Descend from every column of ``x0`` (shape (d,) or (d, n)) until each start stops.
+
+    Per start the rules are checked on the current iterate x_k, in this order: diverged (f or
+    ∇f non-finite, or f > ``diverge_above``), ‖∇f‖ ≤ ``grad_tol``, ‖x_k − x_{k−1}‖ ≤
+    ``step_tol``, |f_k − f_{k−1}| ≤ ``value_tol``, k = ``max_steps``. A tolerance of 0
+    disables its rule. A stopped start keeps its point while the others go on.
+
+    ``lr`` is a scalar or one rate per start; ``schedule(k)`` multiplies it at step k;
+    ``line_search`` backtracks from that rate. ``callback(k, x, f, grad_norm, active)``, if
+    given, is called once per step. The curves keep at most ``trace_budget`` values and the
+    path at most ``path_budget`` values (then thinned evenly, see ``_Recorder``).
+    """
+    x = np.array(x0, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    d, n = x.shape
+    x_start = x.copy()
+    base_lr = np.broadcast_to(np.asarray(lr, dtype=float), (n,)).copy()
+    vg = batched_value_and_grad(objective.f)
+    state = optimizer.init(x)
+
+    curves = _Recorder(trace_budget // n, {"loss": (n,), "grad_norm": (n,), "lr": (n,)})
+    path = _Recorder(path_budget // (d * n), {"x": (d, n)})
+    code = np.zeros(n, dtype=np.int8)
+    steps = np.zeros(n, dtype=np.int64)
+    evaluations = np.zeros(n, dtype=np.int64)
+    f_prev = np.full(n, np.nan)
+    step_norm = np.full(n, np.inf)
+    lr_k = base_lr
+    k = 0
+    with np.errstate(all="ignore"):  # overflow is detected below, not warned about
+        while True:
+            f, g = vg(x)
+            gn = np.sqrt(np.sum(g * g, axis=0))
+            active = code == 0
+            evaluations += active
+            # Newly stopped starts, in priority order; np.where keeps the first rule that holds.
+            new = np.zeros(n, dtype=np.int8)
+            for c, hit in (
+                (1, ~(np.isfinite(f) & np.isfinite(gn))),
+                (2, f > diverge_above),
+                (3, gn <= grad_tol if grad_tol > 0 else None),
+                (4, step_norm <= step_tol if step_tol > 0 and k > 0 else None),
+                (5, np.abs(f - f_prev) <= value_tol if value_tol > 0 and k > 0 else None),
+                (6, np.full(n, k >= max_steps)),
+            ):
+                if hit is not None:
+                    new = np.where((new == 0) & hit, c, new)
+            stopping = active & (new > 0)
+            if stopping.any():
+                code = np.where(stopping, new, code)
+                steps = np.where(stopping, k, steps)
+                active = code == 0
+            if callback is not None:
+                callback(k, x, f, gn, active)
+            lr_k = base_lr if schedule is None else base_lr * schedule(k)
+            if not active.any():
+                break
+            if line_search is None:
+                step, state = optimizer.update(g, state, x, lr_k)
+            else:
+                direction, state = optimizer.update(g, state, x, 1.0)
+                lr_k, trials = _backtrack(objective.f, x, f, g, direction, lr_k, active, line_search)
+                evaluations += trials
+                step = lr_k * direction
+            curves.add(k, loss=f, grad_norm=gn, lr=lr_k)
+            path.add(k, x=x)
+            x_new = np.where(active, x + step, x)
+            step_norm = np.sqrt(np.sum((x_new - x) ** 2, axis=0))
+            f_prev = f
+            x = x_new
+            k += 1
+        curves.close(k, loss=f, grad_norm=gn, lr=lr_k)
+        path.close(k, x=x)
+    c_arrays, p_arrays = curves.arrays(), path.arrays()
+    trace = Trace(c_arrays["steps"], c_arrays["loss"], c_arrays["grad_norm"], c_arrays["lr"],
+                  p_arrays["steps"], p_arrays["x"])
+    status = tuple(_CODES[c] for c in code)
+    idx, dist, glob = nearest_minima(objective, x)
+    diverged = np.array([s.outcome == "diverged" for s in status])
+    reached = (dist <= basin_tol) & ~diverged
+    basin = tuple("none" if not r else ("global" if gl else "local") for r, gl in zip(reached, glob))
+    return Result(x0=x_start, x=x, f=f, grad_norm=gn, steps=steps, status=status, lr=base_lr,
+                  evaluations=evaluations, nearest=idx, distance=dist, is_global=glob,
+                  basin=basin, trace=trace)
+
+
+def _backtrack(f, x, fx, g, direction, t0, active, ls: Armijo):
+    """Per-column Armijo backtracking; returns the accepted steps and the trials per column."""
+    n = x.shape[1]
+    t = np.broadcast_to(np.asarray(t0, dtype=float), (n,)).copy()
+    slope = np.sum(g * direction, axis=0)
+    todo = active.copy()
+    trials = np.zeros(n, dtype=np.int64)
+    for _ in range(ls.max_iter):
+        if not todo.any():
+            break
+        trials += todo
+        f_new = f(x + t * direction)
+        ok = np.isfinite(f_new) & (f_new <= fx + ls.c * t * slope)
+        todo &= ~ok
+        t = np.where(todo, t * ls.shrink, t)
+    return t, trials
