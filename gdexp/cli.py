@@ -1,0 +1,102 @@
+"""Command line: `gdexp SUBCOMMAND`; `gdexp run` is the Hydra app."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+USAGE = """\
+usage: gdexp SUBCOMMAND [ARGS]
+
+Experiments on gradient descent, configured with Hydra and tracked in MLflow.
+
+subcommands:
+  run [OVERRIDES]   run one config; `gdexp run -m key=a,b` sweeps; `gdexp run --help` lists
+                    the config groups and options (presets: `gdexp run experiment=NAME`)
+
+Everything a run writes goes under the project's outputs/ folder.
+"""
+
+
+def _fail(message: str, code: int = 2):
+    print(f"gdexp: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def register_experiments() -> None:
+    """Presets in the top-level experiments/ folder become the config group `experiment`."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from .config import EXPERIMENTS_DIR
+
+    store = ConfigStore.instance()
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path),
+                    package="_global_")
+
+
+def _task(cfg) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from . import callbacks, pipeline
+    from .config import ConfigError
+
+    hydra_cfg = HydraConfig.get()
+    parent = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        parent = callbacks.sweep_parent(hydra_cfg.sweep.dir)
+    try:
+        outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
+                                   list(hydra_cfg.overrides.task), parent)
+    except ConfigError as e:
+        _fail(str(e))
+    return outcome.value
+
+
+def run(argv: list[str]) -> int:
+    """`gdexp run [overrides]`: Hydra composes conf/ with the overrides and runs (or sweeps)."""
+    import hydra
+
+    from . import callbacks
+    from .config import CONF_DIR, register_resolvers
+
+    if not (CONF_DIR / "config.yaml").exists():
+        _fail(f"no config at {CONF_DIR}; install gdexp from its source folder "
+              "(pip install -e .)")
+    register_resolvers()
+    register_experiments()
+    main = hydra.main(config_path=str(CONF_DIR), config_name="config",
+                      version_base="1.3")(_task)
+    sys.argv = ["gdexp run", *argv]
+    status = "FAILED"
+    try:
+        main()
+        status = "FINISHED"
+    except SystemExit as e:
+        status = "FINISHED" if e.code in (0, None) else "FAILED"
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        callbacks.close_sweep(status)
+    return 0
+
+
+COMMANDS = {"run": run}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown subcommand {command!r}; available: {', '.join(COMMANDS)}")
+    return COMMANDS[command](rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""MLflow at the edge: the only module that imports mlflow; a handful of store calls per run."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .config import ConfigError, outputs_dir
+
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+HTTP_SCHEMES = ("http", "https")
+PARENT_TAG = "mlflow.parentRunId"
+UI_DEFAULT = "http://127.0.0.1:5000"
+
+
+def default_uri() -> str:
+    """The embedded store: an absolute sqlite URI under outputs/ (relative ones follow the cwd)."""
+    return f"sqlite:///{outputs_dir() / 'mlflow.db'}"
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    return default_uri() if not uri else uri
+
+
+def check_uri(uri: str) -> None:
+    """Fail fast, before any run exists, on a URI that cannot work."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme in HTTP_SCHEMES:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+                pass
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ConfigError(f"tracking.uri: cannot reach {uri!r} ({reason}); start a server "
+                              "with `gdexp server` or use tracking=local") from None
+    elif scheme == "sqlite":
+        path = Path(urlparse(uri).path)
+        if not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+            raise ConfigError(f"tracking.uri: expected an absolute sqlite path "
+                              f"(sqlite:////abs/path.db), got {uri!r}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"tracking.uri: cannot create {str(path.parent)!r} ({e.strerror})")
+    elif scheme not in SQL_SCHEMES:
+        raise ConfigError(f"tracking.uri: unsupported scheme {scheme!r} in {uri!r}; allowed: "
+                          f"{', '.join(SQL_SCHEMES + HTTP_SCHEMES)}")
+
+
+def artifact_location(uri: str) -> Optional[str]:
+    """Artifacts of a sqlite store sit beside its db file; a server chooses its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(urlparse(uri).path).parent / "mlartifacts").as_uri()
+    return None
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient  # 1.4 s import: only where tracking happens
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
+    """Create (or find) the experiment; creating the client's first call also migrates the db."""
+    from mlflow.exceptions import MlflowException
+
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+        except MlflowException:  # created meanwhile by a parallel job
+            exp = mlflow_client.get_experiment_by_name(name)
+    if exp.lifecycle_stage != "active":
+        raise ConfigError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or "
+                          "choose another name")
+    return exp.experiment_id
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so that the run ends KILLED, not RUNNING."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def run_status(mlflow_client, run_id: str) -> Iterator[None]:
+    """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on any other exception."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except (KeyboardInterrupt, Terminated):
+        status = "KILLED"
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        mlflow_client.set_terminated(run_id, status)
+
+
+def param_value(value) -> str:
+    """A param as it would be typed as an override: 0.001, [1.0, 10.0], null, true."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """Dotted keys to override-style strings: {'optimizer': {'lr': 0.1}} -> {'optimizer.lr': '0.1'}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = param_value(value)
+    return flat
+
+
+def thin_indices(m: int, cap: int) -> np.ndarray:
+    """At most ``cap`` evenly spaced row indices of m rows, always keeping the first and last."""
+    if m <= cap:
+        return np.arange(m)
+    return np.unique(np.linspace(0, m - 1, cap).round().astype(int))
+
+
+def curve_metrics(name: str, steps: np.ndarray, values: np.ndarray, cap: int, timestamp: int):
+    """Metric objects for one curve: thinned to ``cap`` points and cut at the first non-finite."""
+    from mlflow.entities import Metric
+
+    bad = ~np.isfinite(values)
+    end = int(np.argmax(bad)) if bad.any() else len(values)
+    idx = thin_indices(end, cap)
+    return [Metric(name, float(values[i]), timestamp, int(steps[i])) for i in idx]
+
+
+def scalar_metrics(values: dict[str, float], timestamp: int):
+    """Metric objects for the finite entries of ``values`` (non-finite ones are left out)."""
+    from mlflow.entities import Metric
+
+    return [Metric(k, float(v), timestamp, 0) for k, v in values.items()
+            if v is not None and math.isfinite(float(v))]
+
+
+def log(mlflow_client, run_id: str, *, metrics=(), params: Optional[dict] = None,
+        tags: Optional[dict] = None) -> None:
+    """One batch (the client splits it into requests of at most 1000 metrics / 100 params)."""
+    from mlflow.entities import Param, RunTag
+
+    mlflow_client.log_batch(
+        run_id, metrics=list(metrics),
+        params=[Param(k, v[:6000]) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """The runs table (the UI otherwise opens on a page without runs) and the run's page."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
+    table = f"{base}/#/experiments/{experiment_id}/runs"
+    return table if run_id is None else f"{table}/{run_id}"
+
+
+def find_finished(mlflow_client, experiment_id: str, chash: str) -> Optional[str]:
+    """The id of a FINISHED run of this experiment with the same config hash, if any."""
+    runs = mlflow_client.search_runs(
+        [experiment_id], filter_string=f"tags.config_hash = '{chash}' and "
+                                       "attributes.status = 'FINISHED'", max_results=1)
+    return runs[0].info.run_id if runs else None
