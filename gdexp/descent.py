@@ -212,34 +212,36 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     path = _Recorder(path_budget // (d * n), {"x": (d, n)})
     code = np.zeros(n, dtype=np.int8)
     steps = np.zeros(n, dtype=np.int64)
-    evaluations = np.zeros(n, dtype=np.int64)
-    f_prev = np.full(n, np.nan)
-    step_norm = np.full(n, np.inf)
-    lr_k = base_lr
+    trials = np.zeros(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    all_active = True
+    f_prev = step_norm = None
     k = 0
     with np.errstate(all="ignore"):  # overflow is detected below, not warned about
         while True:
             f, g = vg(x)
-            gn = np.sqrt(np.sum(g * g, axis=0))
-            active = code == 0
-            evaluations += active
-            # Newly stopped starts, in priority order; np.where keeps the first rule that holds.
-            new = np.zeros(n, dtype=np.int8)
-            for c, hit in (
-                (1, ~(np.isfinite(f) & np.isfinite(gn))),
-                (2, f > diverge_above),
-                (3, gn <= grad_tol if grad_tol > 0 else None),
-                (4, step_norm <= step_tol if step_tol > 0 and k > 0 else None),
-                (5, np.abs(f - f_prev) <= value_tol if value_tol > 0 and k > 0 else None),
-                (6, np.full(n, k >= max_steps)),
-            ):
-                if hit is not None:
-                    new = np.where((new == 0) & hit, c, new)
-            stopping = active & (new > 0)
-            if stopping.any():
-                code = np.where(stopping, new, code)
-                steps = np.where(stopping, k, steps)
+            gn = np.sqrt((g * g).sum(axis=0))
+            # The rules, cheapest first; the per-start priority is sorted out only when one holds.
+            rules = [(1, ~np.isfinite(f + gn)), (2, f > diverge_above)]
+            if grad_tol > 0:
+                rules.append((3, gn <= grad_tol))
+            if k > 0 and step_tol > 0:
+                rules.append((4, step_norm <= step_tol))
+            if k > 0 and value_tol > 0:
+                rules.append((5, np.abs(f - f_prev) <= value_tol))
+            hit = rules[0][1] | rules[1][1]
+            for _, h in rules[2:]:
+                hit = hit | h
+            if k >= max_steps or (hit & active).any():
+                rules.append((6, np.full(n, k >= max_steps)))
+                new = np.zeros(n, dtype=np.int8)
+                for c, h in reversed(rules):  # the highest-priority rule is written last
+                    new[h] = c
+                stopping = active & (new > 0)
+                code[stopping] = new[stopping]
+                steps[stopping] = k
                 active = code == 0
+                all_active = False
             if callback is not None:
                 callback(k, x, f, gn, active)
             lr_k = base_lr if schedule is None else base_lr * schedule(k)
@@ -249,18 +251,21 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
                 step, state = optimizer.update(g, state, x, lr_k)
             else:
                 direction, state = optimizer.update(g, state, x, 1.0)
-                lr_k, trials = _backtrack(objective.f, x, f, g, direction, lr_k, active, line_search)
-                evaluations += trials
+                lr_k, tried = _backtrack(objective.f, x, f, g, direction, lr_k, active,
+                                         line_search)
+                trials += tried
                 step = lr_k * direction
             curves.add(k, loss=f, grad_norm=gn, lr=lr_k)
             path.add(k, x=x)
-            x_new = np.where(active, x + step, x)
-            step_norm = np.sqrt(np.sum((x_new - x) ** 2, axis=0))
+            x_new = x + step if all_active else np.where(active, x + step, x)
+            if step_tol > 0:
+                step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))
             f_prev = f
             x = x_new
             k += 1
         curves.close(k, loss=f, grad_norm=gn, lr=lr_k)
         path.close(k, x=x)
+    evaluations = steps + 1 + trials  # one gradient evaluation per iterate, plus the trials
     c_arrays, p_arrays = curves.arrays(), path.arrays()
     trace = Trace(c_arrays["steps"], c_arrays["loss"], c_arrays["grad_norm"], c_arrays["lr"],
                   p_arrays["steps"], p_arrays["x"])
@@ -275,18 +280,27 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
 
 
 def _backtrack(f, x, fx, g, direction, t0, active, ls: Armijo):
-    """Per-column Armijo backtracking; returns the accepted steps and the trials per column."""
+    """Per-column Armijo backtracking from ``t0``; returns the accepted t and the trials.
+
+    Where the direction is not a descent direction (gᵀd ≥ 0, possible with momentum or
+    Adam), it is replaced by −g in place, since no step along it can pass the test. A column
+    whose ``max_iter`` trials all fail gets t = 0: no untested step is ever taken.
+    """
     n = x.shape[1]
-    t = np.broadcast_to(np.asarray(t0, dtype=float), (n,)).copy()
     slope = np.sum(g * direction, axis=0)
+    uphill = slope >= 0
+    if uphill.any():
+        direction[:, uphill] = -g[:, uphill]
+        slope = np.where(uphill, -np.sum(g * g, axis=0), slope)
+    t = np.broadcast_to(np.asarray(t0, dtype=float), (n,)).copy()
     todo = active.copy()
     trials = np.zeros(n, dtype=np.int64)
     for _ in range(ls.max_iter):
-        if not todo.any():
-            break
         trials += todo
         f_new = f(x + t * direction)
         ok = np.isfinite(f_new) & (f_new <= fx + ls.c * t * slope)
         todo &= ~ok
+        if not todo.any():
+            break
         t = np.where(todo, t * ls.shrink, t)
-    return t, trials
+    return np.where(todo, 0.0, t), trials
