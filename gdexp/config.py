@@ -147,7 +147,7 @@ def build(cfg: DictConfig) -> Plan:
                 raise ConfigError(f"init.{key}: expected one number or {objective.dim}, "
                                   f"got {vec.size}")
     if init_params.get("std") is not None and np.any(init_params["std"] <= 0):
-        raise ConfigError(f"init.std: expected numbers > 0, got {list(init_params['std'])}")
+        raise ConfigError(f"init.std: expected numbers > 0, got {init_params['std'].tolist()}")
     if "k" in init_params:
         number(cfg, "init.k", minimum=1, integer=True)
     rng = np.random.default_rng(seed)
@@ -159,7 +159,7 @@ def build(cfg: DictConfig) -> Plan:
     if OmegaConf.is_list(lr_node):
         lr = _vector(cfg, "optimizer.lr")
         if lr.size == 0 or np.any(lr <= 0):
-            raise ConfigError(f"optimizer.lr: expected numbers > 0, got {list(lr)}")
+            raise ConfigError(f"optimizer.lr: expected numbers > 0, got {lr.tolist()}")
         # A learning-rate axis: every start runs once per rate, all in one batch.
         n = x0.shape[1]
         x0 = np.tile(x0, (1, lr.size))

@@ -1,0 +1,374 @@
+"""Figures for descent runs: contours with paths, loss curves, basin atlases and lr sweeps."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure  # no pyplot: nothing opens a window, no backend to set
+from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, NullLocator
+
+from .objectives import Objective
+
+FIGSIZE = (6.0, 4.5)
+DPI = 100
+MAX_LEGEND = 10      # more labelled lines than this get no legend
+GRID = 200           # contour grid points per axis
+LEVELS = 20          # contour levels, log spaced
+LEVEL_DECADES = 4    # the lowest level sits this many decades below the grid's range of f
+# Plotted magnitudes are kept within [FLOOR, CEILING]: a log axis spanning more decades
+# than that overflows in matplotlib's margins and tick locator (ticks at 1e308 and beyond).
+FLOOR = 1e-100
+CEILING = 1e100
+DIVERGED_COLOR = "tab:red"
+MAX_STEPS_COLOR = "tab:gray"
+
+
+# ---------------------------------------------------------------- figures
+
+def contour_paths(objective: Objective, paths, path, labels=None, title=None, starts=True) -> Path:
+    """Log-spaced contours of a 2-D objective over its plot window, with descent paths on top.
+
+    ``paths`` is an array (p, 2, n) or a list of (p_i, 2) arrays. Non-finite points are
+    dropped and the view stays on the plot window, so diverging paths simply leave it.
+    """
+    _require_2d(objective, "contour_paths")
+    lines = _as_path_list(paths)
+    lower, upper = (np.asarray(c, dtype=float) for c in objective.plot_window)
+    fig, ax = _figure()
+    _draw_contours(fig, ax, objective, lower, upper)
+    colors = _colors(len(lines))
+    thin = len(lines) > MAX_LEGEND
+    for i, xy in enumerate(lines):
+        if len(xy) == 0:
+            continue
+        label = labels[i] if labels is not None else None
+        ax.plot(xy[:, 0], xy[:, 1], "-o", color=colors[i], lw=0.6 if thin else 1.2,
+                ms=1.5 if thin else 3, alpha=0.6 if thin else 1.0, label=label)
+        if starts:
+            ax.plot(*xy[0], "o", color=colors[i], mec="white", ms=4 if thin else 7, zorder=4)
+        ax.plot(*xy[-1], "x", color=colors[i], ms=4 if thin else 8, mew=2, zorder=4)
+    _draw_minima(ax, objective)
+    ax.set_xlim(lower[0], upper[0])
+    ax.set_ylim(lower[1], upper[1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title(title if title is not None else objective.name)
+    if labels is not None and len(lines) <= MAX_LEGEND:
+        ax.legend(fontsize=8, framealpha=0.8)
+    return _save(fig, path)
+
+
+def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
+           stops=None) -> Path:
+    """Loss (or f − f_min) and gradient norm against step, one line per column, log y.
+
+    ``stops`` (optional, one step per column, e.g. ``result.steps``) ends each line where its
+    start stopped; otherwise a stopped start's frozen values run on as a flat tail.
+    """
+    steps = np.asarray(steps, dtype=float)
+    loss, grad_norm = _columns(loss), _columns(grad_norm)
+    if f_min is not None:
+        loss = _gap(loss, f_min)
+    if stops is not None:
+        after = steps[:, None] > np.asarray(stops, dtype=float)[None, :]
+        loss, grad_norm = np.where(after, np.nan, loss), np.where(after, np.nan, grad_norm)
+    fig, (ax_f, ax_g) = _figure(2, sharex=True)
+    _plot_columns(ax_f, steps, loss, labels)
+    _plot_columns(ax_g, steps, grad_norm, None)
+    _log_or_symlog(ax_f, loss)
+    _log_or_symlog(ax_g, grad_norm)
+    ax_f.set_ylabel(_loss_label("f", f_min))
+    ax_g.set_ylabel("‖∇f‖")
+    ax_g.set_xlabel("step")
+    if labels is not None and loss.shape[1] <= MAX_LEGEND:
+        ax_f.legend(fontsize=8)
+    if title is not None:
+        ax_f.set_title(title)
+    return _save(fig, path)
+
+
+def atlas(objective: Objective, x0, labels, path, title=None) -> Path:
+    """Start points coloured by outcome label: over the contours in 2-D, else a bar chart."""
+    if objective.dim != 2:
+        return bar_fractions(labels, path, title=title)
+    x0 = np.asarray(x0, dtype=float).reshape(2, -1)
+    labels = np.asarray(labels, dtype=str)
+    lower, upper = (np.asarray(c, dtype=float) for c in objective.plot_window)
+    finite = np.isfinite(x0).all(axis=0)
+    if finite.any():  # widen the view so that every start is shown whole
+        low, high = x0[:, finite].min(axis=1), x0[:, finite].max(axis=1)
+        pad = 0.03 * (high - low)
+        lower, upper = np.minimum(lower, low - pad), np.maximum(upper, high + pad)
+    fig, ax = _figure()
+    _draw_contours(fig, ax, objective, lower, upper)
+    order = _label_order(labels)
+    for name, color in zip(order, _label_colors(order)):
+        pts = x0[:, labels == name]
+        ax.scatter(pts[0], pts[1], s=14, color=color, edgecolors="none", label=name, zorder=3)
+    _draw_minima(ax, objective)
+    ax.set_xlim(lower[0], upper[0])
+    ax.set_ylim(lower[1], upper[1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title(title if title is not None else f"{objective.name}: outcome by start")
+    handles, names = ax.get_legend_handles_labels()  # below the axes: starts fill the window
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3), fontsize=8)
+    return _save(fig, path)
+
+
+def bar_fractions(labels, path, title=None) -> Path:
+    """Horizontal bars: the fraction of starts carrying each label, with the counts."""
+    labels = np.asarray(labels, dtype=str)
+    order = _label_order(labels)
+    counts = np.array([np.sum(labels == name) for name in order])
+    fractions = counts / max(labels.size, 1)
+    fig, ax = _figure()
+    y = np.arange(len(order))[::-1]  # first label on top
+    ax.barh(y, fractions, color=_label_colors(order))
+    for yi, frac, count in zip(y, fractions, counts):
+        ax.text(frac, yi, f" {count}", va="center", fontsize=8)
+    ax.set_yticks(y, order)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel(f"fraction of starts (n = {labels.size})")
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def outcome_vs_lr(lr, steps, final_loss, outcomes, path, f_min=None, title=None) -> Path:
+    """Steps taken and final loss against the learning rate (log x), one marker per run.
+
+    Diverged runs (or any with a non-finite loss) are red crosses, drawn at the top of the
+    loss panel; runs that used up their budget are grey triangles.
+    """
+    lr = np.asarray(lr, dtype=float).ravel()
+    steps = np.broadcast_to(np.asarray(steps, dtype=float).ravel(), lr.shape)
+    loss = np.broadcast_to(np.asarray(final_loss, dtype=float).ravel(), lr.shape)
+    outcomes = np.broadcast_to(np.asarray(outcomes, dtype=str).ravel(), lr.shape)
+    if f_min is not None:
+        loss = _gap(loss, f_min)
+    diverged = (outcomes == "diverged") | ~np.isfinite(loss)
+    budget = (outcomes == "max_steps") & ~diverged
+    other = ~diverged & ~budget
+    fig, (ax_s, ax_f) = _figure(2, sharex=True)
+    kinds = ((other, "o", "tab:blue", "converged"), (budget, "^", MAX_STEPS_COLOR, "max_steps"),
+             (diverged, "x", DIVERGED_COLOR, "diverged"))
+    for mask, marker, color, name in kinds:
+        if mask.any():
+            ax_s.plot(lr[mask], steps[mask], marker, color=color, ms=5, ls="none", label=name)
+    for mask, marker, color, _ in kinds[:2]:
+        if mask.any():
+            ax_f.plot(lr[mask], _clip(loss[mask]), marker, color=color, ms=5, ls="none")
+    ax_s.set_xscale("log")
+    if np.all(steps > 0):
+        ax_s.set_yscale("log")
+    else:  # a start can stop at step 0
+        _symlog(ax_s, steps)
+        ax_s.set_ylim(bottom=-0.3)
+    _log_or_symlog(ax_f, loss[~diverged])
+    if diverged.any():  # their loss has no place on the axis: pin them above the data
+        _headroom(ax_f, 0.15)
+        ax_f.plot(lr[diverged], np.full(diverged.sum(), 0.96), "x", color=DIVERGED_COLOR, ms=6,
+                  mew=1.5, transform=ax_f.get_xaxis_transform(), clip_on=False)
+        ax_f.text(0.01, 0.96, "diverged", color=DIVERGED_COLOR, fontsize=8, va="center",
+                  transform=ax_f.transAxes)
+    ax_s.set_ylabel("steps")
+    ax_f.set_ylabel(_loss_label("final f", f_min))
+    ax_f.set_xlabel("learning rate")
+    ax_s.legend(fontsize=8)
+    if title is not None:
+        ax_s.set_title(title)
+    return _save(fig, path)
+
+
+def taylor_ratio(steps, ratio, path, labels=None, title=None) -> Path:
+    """Actual decrease over predicted decrease per step, with the ideal ratio 1 marked."""
+    steps = np.asarray(steps, dtype=float)
+    ratio = _columns(ratio)
+    fig, ax = _figure()
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", zorder=1)
+    _plot_columns(ax, steps, ratio, labels)
+    finite = ratio[np.isfinite(ratio)]
+    if finite.size and np.abs(finite).max() > 10:  # a few wild steps would flatten the rest
+        _symlog(ax, finite)
+    ax.set_xlabel("step")
+    ax.set_ylabel("actual / predicted decrease")
+    if labels is not None and ratio.shape[1] <= MAX_LEGEND:
+        ax.legend(fontsize=8)
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _figure(nrows=1, sharex=False):
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    axes = fig.subplots(nrows, 1, sharex=sharex)
+    return fig, axes
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.clear()  # a bare Figure is not registered with pyplot; clearing frees it at once
+    return path
+
+
+def _require_2d(objective: Objective, what: str) -> None:
+    if objective.dim != 2:
+        raise ValueError(
+            f"{what} needs a 2-D objective; {objective.name!r} has dim {objective.dim}")
+
+
+def _as_path_list(paths) -> list[np.ndarray]:
+    """(p, 2, n) array or list of (p_i, 2) arrays -> list of (q_i, 2) arrays of finite points."""
+    if isinstance(paths, np.ndarray) and paths.ndim == 3:
+        if paths.shape[1] != 2:
+            raise ValueError(f"paths must have shape (p, 2, n), got {paths.shape}")
+        paths = [paths[:, :, j] for j in range(paths.shape[2])]
+    out = []
+    for xy in paths:
+        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        out.append(xy[np.isfinite(xy).all(axis=1)])
+    return out
+
+
+def _draw_contours(fig, ax, objective: Objective, lower, upper) -> None:
+    """Filled log-spaced contours of f − min over the grid, with a colour bar."""
+    xx, yy = np.meshgrid(np.linspace(lower[0], upper[0], GRID),
+                         np.linspace(lower[1], upper[1], GRID))
+    with np.errstate(all="ignore"):
+        z = np.asarray(objective.f(np.stack([xx.ravel(), yy.ravel()])), dtype=float)
+    z = z.reshape(xx.shape)
+    finite = np.isfinite(z)
+    if not finite.any():
+        return
+    span = z[finite].max() - z[finite].min()
+    span = span if span > 0 else 1.0
+    shifted = np.ma.masked_invalid(z - z[finite].min() + span * 10.0 ** -(LEVEL_DECADES + 2))
+    levels = np.geomspace(span * 10.0 ** -LEVEL_DECADES, span, LEVELS)
+    filled = ax.contourf(xx, yy, shifted, levels=levels, norm=LogNorm(), cmap="viridis",
+                         alpha=0.55, extend="min")
+    ax.contour(xx, yy, shifted, levels=levels, colors="k", linewidths=0.3, alpha=0.35)
+    bar = fig.colorbar(filled, ax=ax, pad=0.02)
+    decades = np.arange(np.ceil(np.log10(levels[0])), np.floor(np.log10(levels[-1])) + 1)
+    bar.set_ticks(10.0 ** decades)
+    bar.ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+    bar.ax.minorticks_off()
+    bar.set_label("f − min over window")
+
+
+def _draw_minima(ax, objective: Objective) -> None:
+    """Stars at the known minima: gold for global ones, white for the others."""
+    seen = set()
+    for m in objective.minima:
+        kind = "global minimum" if m.is_global else "local minimum"
+        ax.plot(m.x[0], m.x[1], "*", ms=13, mec="k", mew=0.8,
+                color="gold" if m.is_global else "white", ls="none", zorder=5,
+                label=None if kind in seen else kind)
+        seen.add(kind)
+
+
+def _columns(a) -> np.ndarray:
+    """(m,) or (m, n) -> (m, n) float array."""
+    a = np.asarray(a, dtype=float)
+    return a[:, None] if a.ndim == 1 else a
+
+
+def _gap(values, f_min: float) -> np.ndarray:
+    """f − f_min, clipped below at FLOOR (non-finite values stay as they are)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isfinite(values), np.maximum(values - f_min, FLOOR), values)
+
+
+def _loss_label(name: str, f_min) -> str:
+    if f_min is None:
+        return name
+    return f"{name} − f_min\n(f_min = {f_min:.6g})"
+
+
+def _clip(values) -> np.ndarray:
+    """Magnitudes into [FLOOR, CEILING], sign kept; zeros and non-finite values unchanged."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        v = np.clip(values, -CEILING, CEILING)
+        v = np.where((v != 0) & (np.abs(v) < FLOOR), np.sign(v) * FLOOR, v)
+    return np.where(np.isfinite(values), v, values)
+
+
+def _colors(n: int) -> list:
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
+
+
+def _plot_columns(ax, steps, values, labels) -> None:
+    """One line per column, each cut after its last finite value; thin lines when many."""
+    n = values.shape[1]
+    many = n > MAX_LEGEND
+    for j, color in enumerate(_colors(n)):
+        y = values[:, j]
+        finite = np.flatnonzero(np.isfinite(y))
+        if finite.size == 0:
+            continue
+        end = finite[-1] + 1
+        ax.plot(steps[:end], _clip(y[:end]), color=color, lw=0.5 if many else 1.3,
+                alpha=0.5 if many else 1.0, label=labels[j] if labels is not None else None)
+
+
+def _log_or_symlog(ax, values) -> None:
+    """Log y unless some value is negative (f may be), then symmetric log; zeros are dropped."""
+    finite = np.asarray(values)[np.isfinite(values)]
+    if finite.size and finite.min() < 0:
+        _symlog(ax, finite)
+    else:
+        ax.set_yscale("log", nonpositive="mask")
+
+
+def _symlog(ax, values) -> None:
+    """Symmetric log y (linear within ±1) with at most ~6 decade ticks on each side of 0."""
+    ax.set_yscale("symlog", linthresh=1.0)
+    finite = _clip(np.asarray(values)[np.isfinite(values)])
+    biggest = np.abs(finite).max() if finite.size else 1.0
+    top = max(int(np.ceil(np.log10(max(biggest, 1.0)))), 1)
+    stride = int(np.ceil(top / 6))
+    # with wide strides, ±1 would crowd the tick at 0
+    decades = 10.0 ** np.arange(0 if stride == 1 else stride, top + stride, stride)
+    ax.yaxis.set_major_locator(FixedLocator(np.concatenate([-decades[::-1], [0.0], decades])))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _headroom(ax, fraction: float) -> None:
+    """Raise the top of the y axis by ``fraction`` of its height, in the axis' own scale."""
+    scale = ax.yaxis.get_transform()
+    low, high = scale.transform(np.array(ax.get_ylim())).ravel()
+    top = scale.inverted().transform(np.array([high + fraction * (high - low)])).ravel()[0]
+    ax.set_ylim(top=float(top))
+
+
+def _label_order(labels) -> list[str]:
+    """Distinct labels, minima first (numbers in natural order), then max_steps, then diverged."""
+    def key(name):
+        natural = [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+        return ("diverged" in name, "max_steps" in name, natural)
+    return sorted(set(labels.tolist()), key=key)
+
+
+def _label_colors(order) -> list:
+    """Red for diverged, grey for max_steps, tab10 (minus those two) for the rest."""
+    palette = [colormaps["tab10"](i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    out, k = [], 0
+    for name in order:
+        if "diverged" in name:
+            out.append(DIVERGED_COLOR)
+        elif "max_steps" in name:
+            out.append(MAX_STEPS_COLOR)
+        else:
+            out.append(palette[k % len(palette)])
+            k += 1
+    return out

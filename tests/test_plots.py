@@ -1,0 +1,172 @@
+"""Every figure renders a real, non-blank PNG, including from diverging runs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from gdexp import plots
+from gdexp.descent import run
+from gdexp.objectives import quadratic
+from gdexp.optimizers import gd
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTS = np.array([[-4.0, 3.0, 4.5, -2.0],
+                   [3.0, -4.0, 1.0, -4.5]])
+LRS = np.array([0.05, 0.1, 0.15, 0.3])  # stable below 2/λmax = 0.2; the last one diverges
+
+
+@pytest.fixture(scope="module")
+def objective():
+    return quadratic(eigenvalues=[1.0, 10.0])
+
+
+@pytest.fixture(scope="module")
+def result(objective):
+    return run(objective, STARTS, gd(), LRS, max_steps=120, grad_tol=1e-6, diverge_above=1e8)
+
+
+def assert_png(path):
+    """The file is a readable PNG of about the expected size with more than one colour."""
+    path = Path(path)
+    assert path.is_file()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert 150 <= image.shape[0] <= 1000 and 200 <= image.shape[1] <= 1200
+    colours = np.unique(image.reshape(-1, image.shape[2]), axis=0)
+    assert len(colours) > 10
+
+
+def labels_for(result):
+    return [f"lr={lr:g}" for lr in result.lr]
+
+
+def test_the_runs_cover_every_outcome(result):
+    assert set(result.outcomes) == {"converged", "max_steps", "diverged"}
+
+
+def test_contour_paths_from_a_trace(objective, result, tmp_path):
+    out = plots.contour_paths(objective, result.trace.path, tmp_path / "contour.png",
+                              labels=labels_for(result), title="quadratic")
+    assert out == tmp_path / "contour.png"
+    assert_png(out)
+
+
+def test_contour_paths_from_a_list_with_non_finite_and_huge_points(objective, tmp_path):
+    paths = [np.array([[1.0, 1.0], [1e150, -1e150], [np.inf, np.nan]]),
+             np.array([[-3.0, 2.0], [-1e300, 2.0]]),
+             np.empty((0, 2))]
+    assert_png(plots.contour_paths(objective, paths, tmp_path / "c.png", starts=False))
+
+
+def test_contour_paths_with_many_paths(objective, tmp_path):
+    x0 = np.random.default_rng(0).uniform(-5, 5, (2, 60))
+    res = run(objective, x0, gd(), 0.15, max_steps=20)
+    labels = [str(j) for j in range(60)]  # too many for a legend
+    assert_png(plots.contour_paths(objective, res.trace.path, tmp_path / "c.png", labels=labels))
+
+
+def test_contour_paths_needs_two_dimensions(tmp_path):
+    with pytest.raises(ValueError, match="2-D objective.*dim 3"):
+        plots.contour_paths(quadratic(dim=3), np.zeros((5, 3, 2)), tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_curves_with_f_min_and_stops(result, tmp_path):
+    trace = result.trace
+    out = plots.curves(trace.steps, trace.loss, trace.grad_norm, tmp_path / "curves.png",
+                       labels=labels_for(result), f_min=0.0, title="curves", stops=result.steps)
+    assert_png(out)
+
+
+def test_curves_with_non_finite_columns_and_one_column(tmp_path):
+    steps = np.arange(6)
+    loss = np.array([[5.0, 1.0, 3.0], [4.0, 1e200, 2.0], [3.0, np.inf, np.nan],
+                     [2.0, np.nan, 1.0], [1.0, np.nan, 0.5], [0.0, np.nan, -1.0]])
+    assert_png(plots.curves(steps, loss, np.abs(loss), tmp_path / "a.png", labels=list("abc")))
+    assert_png(plots.curves(steps, loss[:, 0], loss[:, 0], tmp_path / "b.png", f_min=0.0))
+
+
+def test_curves_with_many_columns(objective, tmp_path):
+    x0 = np.random.default_rng(1).uniform(-5, 5, (2, 300))
+    res = run(objective, x0, gd(), 0.1, max_steps=30)
+    t = res.trace
+    assert_png(plots.curves(t.steps, t.loss, t.grad_norm, tmp_path / "many.png",
+                            labels=[str(j) for j in range(300)]))
+
+
+def test_atlas_in_two_dimensions(objective, tmp_path):
+    x0 = np.random.default_rng(2).uniform(-6, 6, (2, 200))  # some outside the plot window
+    res = run(objective, x0, gd(), 0.1, max_steps=25, grad_tol=1e-3)
+    labels = ["min 0 (global)" if b == "global" else o for b, o in zip(res.basin, res.outcomes)]
+    assert {"min 0 (global)", "max_steps"} <= set(labels)
+    assert_png(plots.atlas(objective, x0, labels, tmp_path / "atlas.png", title="atlas"))
+
+
+def test_atlas_in_three_dimensions_is_a_bar_chart(tmp_path):
+    labels = ["min 0 (global)"] * 5 + ["min 2"] * 3 + ["diverged", "max_steps"]
+    x0 = np.zeros((3, len(labels)))
+    assert_png(plots.atlas(quadratic(dim=3), x0, labels, tmp_path / "atlas3.png"))
+
+
+def test_bar_fractions(tmp_path):
+    assert_png(plots.bar_fractions(["diverged", "min 0 (global)", "min 0 (global)"],
+                                   tmp_path / "bars.png", title="fractions"))
+
+
+def test_outcome_vs_lr(objective, tmp_path):
+    lrs = np.geomspace(1e-3, 0.5, 25)
+    x0 = np.tile(STARTS[:, :1], (1, lrs.size))
+    res = run(objective, x0, gd(), lrs, max_steps=200, grad_tol=1e-6, diverge_above=1e8)
+    assert {"converged", "max_steps", "diverged"} == set(res.outcomes)
+    out = plots.outcome_vs_lr(res.lr, res.steps, res.f, res.outcomes, tmp_path / "lr.png",
+                              f_min=objective.f_min, title="lr sweep")
+    assert_png(out)
+
+
+def test_outcome_vs_lr_when_every_run_diverged(tmp_path):
+    out = plots.outcome_vs_lr([0.3, 0.5], [4, 0], [np.nan, np.inf], ["diverged", "diverged"],
+                              tmp_path / "lr.png")
+    assert_png(out)
+
+
+def test_outcome_vs_lr_with_negative_losses_and_zero_steps(tmp_path):
+    out = plots.outcome_vs_lr([0.1, 0.2, 0.3], [0, 5, 1000], [-146.7, 1.0, 2.0],
+                              ["converged", "max_steps", "converged"], tmp_path / "lr.png")
+    assert_png(out)
+
+
+def test_taylor_ratio(result, tmp_path):
+    t = result.trace
+    with np.errstate(all="ignore"):  # stopped starts give 0/0
+        ratio = (t.loss[:-1] - t.loss[1:]) / (t.lr[:-1] * t.grad_norm[:-1] ** 2)
+    assert np.nanmin(ratio) < 0  # the diverging start increases f
+    out = plots.taylor_ratio(t.steps[:-1], ratio, tmp_path / "taylor.png",
+                             labels=labels_for(result), title="Taylor")
+    assert_png(out)
+
+
+def test_unbounded_divergence_is_plotted(objective, tmp_path):
+    """No diverge_above: f climbs to ~1e307 and then overflows to inf."""
+    res = run(objective, STARTS[:, :2], gd(), [0.1, 0.3], max_steps=1000)
+    assert res.outcomes[1] == "diverged" and res.steps[1] > 100
+    t = res.trace
+    assert_png(plots.contour_paths(objective, t.path, tmp_path / "c.png"))
+    assert_png(plots.curves(t.steps, t.loss, t.grad_norm, tmp_path / "f.png", f_min=0.0))
+    assert_png(plots.outcome_vs_lr(res.lr, res.steps, res.f, res.outcomes, tmp_path / "l.png"))
+
+
+def test_figures_create_missing_folders(tmp_path):
+    out = plots.bar_fractions(["a"], tmp_path / "new" / "dir" / "b.png")
+    assert_png(out)
+
+
+def test_descent_does_not_import_matplotlib():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    code = "import gdexp.descent, sys; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
