@@ -48,6 +48,7 @@ class Plan:
     schedule: Optional[Callable[[int], float]]
     line_search: Optional[Armijo]
     run_kwargs: dict        # max_steps, tolerances, budgets for descent.run
+    diagnostics: Optional[dict] = None  # keyword arguments of diagnostics.analyse; None: off
 
     @property
     def n(self) -> int:
@@ -200,7 +201,8 @@ def build(cfg: DictConfig) -> Plan:
         trace_budget=number(cfg, "trace_budget", minimum=1, integer=True),
         path_budget=number(cfg, "path_budget", minimum=1, integer=True),
     )
-    return Plan(objective, x0, optimizer, lr, schedule, line_search, run_kwargs)
+    return Plan(objective, x0, optimizer, lr, schedule, line_search, run_kwargs,
+                diagnostics_options(cfg))
 
 
 def check_tracking(cfg: DictConfig) -> None:
@@ -215,6 +217,22 @@ def check_tracking(cfg: DictConfig) -> None:
                           f"{_fmt(t.experiment)}")
     if t.uri is not None and not isinstance(t.uri, str):
         raise ConfigError(f"tracking.uri: expected an MLflow tracking URI, got {_fmt(t.uri)}")
+
+
+def diagnostics_options(cfg: DictConfig) -> Optional[dict]:
+    """Keyword arguments for diagnostics.analyse, or None when diagnostics are off."""
+    node = cfg.diagnostics
+    if not isinstance(node.enabled, bool):
+        raise ConfigError(f"diagnostics.enabled: expected true or false, got {_fmt(node.enabled)}")
+    if not node.enabled:
+        return None
+    targets = _vector(cfg, "diagnostics.targets")
+    if targets is None or targets.size == 0:
+        raise ConfigError("diagnostics.targets: expected a non-empty list of exponents k "
+                          "(targets f - f* <= 10^k), got []")
+    return {"exponents": targets.tolist(),
+            "max_hessian_starts": number(cfg, "diagnostics.max_hessian_starts", minimum=1,
+                                         integer=True)}
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

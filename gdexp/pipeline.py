@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, config, descent
 from .descent import Result
+from .diagnostics import row_median
 
 # Keys that change where or how a run is recorded, not what it computes.
-VOLATILE_KEYS = ("tracking",)
+VOLATILE_KEYS = ("tracking", "diagnostics")
 
 
 @dataclass
@@ -127,8 +128,8 @@ def curves(result: Result) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         with np.errstate(all="ignore"), _quiet():
             loss = np.where(np.isfinite(t.loss), t.loss, np.nan)
             gn = np.where(np.isfinite(t.grad_norm), t.grad_norm, np.nan)
-            out = {"loss": np.nanmedian(loss, axis=1), "loss_best": np.nanmin(loss, axis=1),
-                   "grad_norm": np.nanmedian(gn, axis=1)}
+            out = {"loss": row_median(loss), "loss_best": np.nanmin(loss, axis=1),
+                   "grad_norm": row_median(gn)}
     if not np.all(t.lr == t.lr[0]):
         out["lr"] = t.lr[:, 0] if result.n == 1 else np.median(t.lr, axis=1)
     return {k: (t.steps, v) for k, v in out.items()}
@@ -166,7 +167,7 @@ def write_starts_table(path: Path, objective, result: Result) -> Path:
 
 
 def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
-                result: Result, plots: bool) -> Path:
+                result: Result, diag: Optional[dict], plots: bool) -> Path:
     """Everything a run keeps, in ``out_dir/artifacts``: config, overrides, trace, table, figures."""
     art = out_dir / "artifacts"
     art.mkdir(parents=True, exist_ok=True)
@@ -177,10 +178,18 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
                         lr=t.lr, path_steps=t.path_steps, path=t.path, x0=result.x0,
                         x=result.x, f=result.f, steps_taken=result.steps, base_lr=result.lr)
     write_starts_table(art / "starts.csv", plan.objective, result)
+    if diag is not None:
+        np.savez_compressed(art / "diagnostics.npz", **diag["arrays"])
+        if diag["table"]:
+            with open(art / "fixed_target.csv", "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=["target", "exponent", "successes", "n", "aRT"])
+                w.writeheader()
+                w.writerows({k: row[k] for k in w.fieldnames} for row in diag["table"])
     if plots:
-        from . import plots
+        from . import plots as figures
 
-        plots.run_figures(art / "plots", plan.objective, result)
+        figures.run_figures(art / "plots", plan.objective, result, diag,
+                            title=run_name(cfg, plan))
     return art
 
 
@@ -232,7 +241,8 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
     code = code_version()
     if not tracking_on:
         result = _descend(plan)
-        write_files(out_dir, cfg, overrides, plan, result, cfg.tracking.plots)
+        diag = _diagnose(cfg, plan, result)
+        write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
         print(describe(name, plan.objective, result), file=out)
         return Outcome(result)
 
@@ -259,19 +269,33 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
     with tracking.run_status(client, run_id):
         tracking.log(client, run_id, params=tracking.flatten(resolved))
         result = _descend(plan)
-        art = write_files(out_dir, cfg, overrides, plan, result, cfg.tracking.plots)
+        diag = _diagnose(cfg, plan, result)
+        art = write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
         stamp = int(time.time() * 1000)
         cap = cfg.tracking.max_curve_points
-        metrics = tracking.scalar_metrics(summary_metrics(result), stamp)
-        for key, (steps, values) in curves(result).items():
+        scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)
+        if diag is not None:
+            scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
+                                     {**tags, **diag["tags"]})
+        metrics = tracking.scalar_metrics(scalars, stamp)
+        for key, (steps, values) in series.items():
             metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
-        tracking.log(client, run_id, metrics=metrics, tags=outcome_tags(result))
+        tracking.log(client, run_id, metrics=metrics, tags=tags)
         client.log_artifacts(run_id, str(art))
     print(describe(name, plan.objective, result), file=out)
     print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
     print(f"  view: {tracking.ui_links(uri, experiment_id, run_id)}"
           + ("  (start the UI with `gdexp ui`)" if not uri.startswith("http") else ""), file=out)
     return Outcome(result, run_id, experiment_id, uri)
+
+
+def _diagnose(cfg: DictConfig, plan: config.Plan, result: Result) -> Optional[dict]:
+    if plan.diagnostics is None:
+        return None
+    from . import diagnostics
+
+    return diagnostics.analyse(plan.objective, result, optimizer=cfg.optimizer.name,
+                               **plan.diagnostics)
 
 
 def _descend(plan: config.Plan) -> Result:

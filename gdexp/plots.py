@@ -203,6 +203,58 @@ def taylor_ratio(steps, ratio, path, labels=None, title=None) -> Path:
     return _save(fig, path)
 
 
+def ecdf(steps, fraction, path, labels=None, title=None) -> Path:
+    """Fixed-target ECDF: the fraction of (start, target) pairs solved within each budget."""
+    fig, ax = _figure()
+    steps, fraction = np.asarray(steps, dtype=float), np.asarray(fraction, dtype=float)
+    if steps.size:
+        ax.step(np.maximum(steps, 1.0), fraction, where="post", color="tab:blue")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("steps (log)")
+    ax.set_ylabel("fraction of (start, target) pairs reached")
+    ax.set_title(title if title is not None else "fixed-target ECDF")
+    return _save(fig, path)
+
+
+MAX_PATHS = 100  # more starts than this: the contour shows an even subset of their paths
+
+
+def run_figures(out_dir, objective: Objective, result, diag=None, title=None) -> list[Path]:
+    """The figures of one run, chosen by what it has: every run gets its curves; 2-D runs a
+    contour with paths; many starts an atlas and an ECDF; a learning-rate axis the outcome
+    against lr; the Taylor ratio when the diagnostics computed it."""
+    out_dir = Path(out_dir)
+    n = result.n
+    f_min = objective.f_min if objective.global_minima else None
+    lr_axis = np.unique(result.lr).size > 1
+    labels = [f"lr={v:g}" for v in result.lr] if lr_axis and n <= MAX_LEGEND else None
+    t = result.trace
+    made = [curves(t.steps, t.loss, t.grad_norm, out_dir / "curves.png", labels=labels,
+                   f_min=f_min, title=title, stops=result.steps)]
+    if objective.dim == 2:
+        cols = np.unique(np.linspace(0, n - 1, min(n, MAX_PATHS)).round().astype(int))
+        made.append(contour_paths(objective, t.path[:, :, cols], out_dir / "contour.png",
+                                  labels=None if labels is None else [labels[j] for j in cols],
+                                  title=title))
+    if n > 1:
+        atlas_labels = diag["parts"]["atlas"]["labels"] if diag else list(result.basin)
+        made.append(atlas(objective, result.x0, atlas_labels, out_dir / "atlas.png",
+                          title=title))
+    if lr_axis:
+        made.append(outcome_vs_lr(result.lr, result.steps, result.f, list(result.outcomes),
+                                  out_dir / "outcome_vs_lr.png", f_min=f_min, title=title))
+    if diag and "taylor_ratio" in diag["curves"]:
+        steps, ratio = diag["curves"]["taylor_ratio"]
+        made.append(taylor_ratio(steps, ratio, out_dir / "taylor_ratio.png",
+                                 title=title if n == 1 else f"{title or ''} (median)".strip()))
+    if diag and n > 1 and "fixed_target" in diag["parts"]:
+        ft = diag["parts"]["fixed_target"]
+        made.append(ecdf(ft["ecdf_steps"], ft["ecdf_fraction"], out_dir / "ecdf.png",
+                         title=title))
+    return made
+
+
 # ---------------------------------------------------------------- helpers
 
 def _figure(nrows=1, sharex=False):
