@@ -12,6 +12,16 @@ Experiments on gradient descent, configured with Hydra and tracked in MLflow.
 subcommands:
   run [OVERRIDES]   run one config; `gdexp run -m key=a,b` sweeps; `gdexp run --help` lists
                     the config groups and options (presets: `gdexp run experiment=NAME`)
+  reproduce RUN_ID|PATH [--check]
+                    re-run a logged run from its own resolved config; --check compares
+                    final points and curves bit for bit with the original
+  report [EXPERIMENT] [--sweep ID]
+                    table (terminal, CSV, markdown) and figures of the latest sweep, an
+                    experiment or a given sweep; a sweep's report is also logged onto its
+                    sweep run
+  ui [--port 5000]  browse the runs in the MLflow UI; prints the runs-table link, Ctrl-C stops
+  server [--port 5000]
+                    an MLflow tracking server (SQL store) for `gdexp run tracking=server`
 
 Everything a run writes goes under the project's outputs/ folder.
 """
@@ -84,7 +94,35 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": run}
+def reproduce(argv: list[str]) -> int:
+    """`gdexp reproduce RUN_ID|PATH [--check]`: re-run a logged config and compare."""
+    from .reproduce import main as reproduce_main
+
+    return reproduce_main(argv)
+
+
+def report(argv: list[str]) -> int:
+    """`gdexp report [EXPERIMENT] [--sweep ID]`: table and figures of runs."""
+    from .report import main as report_main
+
+    return report_main(argv)
+
+
+def ui(argv: list[str]) -> int:
+    """`gdexp ui`: the MLflow UI on the runs' store."""
+    from .serve import ui as serve_ui
+
+    return serve_ui(argv)
+
+
+def server(argv: list[str]) -> int:
+    """`gdexp server`: an MLflow tracking server for `gdexp run tracking=server`."""
+    from .serve import server as serve_server
+
+    return serve_server(argv)
+
+
+COMMANDS = {"run": run, "reproduce": reproduce, "report": report, "ui": ui, "server": server}
 
 
 def main(argv=None) -> int:

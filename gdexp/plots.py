@@ -28,35 +28,42 @@ MAX_STEPS_COLOR = "tab:gray"
 
 # ---------------------------------------------------------------- figures
 
-def contour_paths(objective: Objective, paths, path, labels=None, title=None, starts=True) -> Path:
+def contour_paths(objective: Objective, paths, path, labels=None, title=None, starts=True,
+                  groups=None) -> Path:
     """Log-spaced contours of a 2-D objective over its plot window, with descent paths on top.
 
     ``paths`` is an array (p, 2, n) or a list of (p_i, 2) arrays. Non-finite points are
     dropped and the view stays on the plot window, so diverging paths simply leave it.
+    ``groups`` (one int per path) colours paths by group, e.g. all starts of one run alike;
+    ``labels`` then names the groups, else the paths.
     """
     _require_2d(objective, "contour_paths")
     lines = _as_path_list(paths)
+    group = np.arange(len(lines)) if groups is None else np.asarray(groups, dtype=int)
+    n_groups = int(group.max()) + 1 if len(lines) else 0
     lower, upper = (np.asarray(c, dtype=float) for c in objective.plot_window)
     fig, ax = _figure()
     _draw_contours(fig, ax, objective, lower, upper)
-    colors = _colors(len(lines))
+    colors = _colors(n_groups)
     thin = len(lines) > MAX_LEGEND
-    for i, xy in enumerate(lines):
+    labelled = set()
+    for xy, g in zip(lines, group):
         if len(xy) == 0:
             continue
-        label = labels[i] if labels is not None else None
-        ax.plot(xy[:, 0], xy[:, 1], "-o", color=colors[i], lw=0.6 if thin else 1.2,
+        label = labels[g] if labels is not None and g not in labelled else None
+        labelled.add(g)
+        ax.plot(xy[:, 0], xy[:, 1], "-o", color=colors[g], lw=0.6 if thin else 1.2,
                 ms=1.5 if thin else 3, alpha=0.6 if thin else 1.0, label=label)
         if starts:
-            ax.plot(*xy[0], "o", color=colors[i], mec="white", ms=4 if thin else 7, zorder=4)
-        ax.plot(*xy[-1], "x", color=colors[i], ms=4 if thin else 8, mew=2, zorder=4)
+            ax.plot(*xy[0], "o", color=colors[g], mec="white", ms=4 if thin else 7, zorder=4)
+        ax.plot(*xy[-1], "x", color=colors[g], ms=4 if thin else 8, mew=2, zorder=4)
     _draw_minima(ax, objective)
     ax.set_xlim(lower[0], upper[0])
     ax.set_ylim(lower[1], upper[1])
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_title(title if title is not None else objective.name)
-    if labels is not None and len(lines) <= MAX_LEGEND:
+    if labels is not None and n_groups <= MAX_LEGEND:
         ax.legend(fontsize=8, framealpha=0.8)
     return _save(fig, path)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +30,8 @@ def test_help_lists_subcommands_and_config_groups(outputs):
     for group in ("objective:", "init:", "optimizer:", "stop:", "tracking:", "experiment:"):
         assert group in helped.stdout
     assert "rosenbrock" in helped.stdout and "lr_regimes" in helped.stdout
-    console = subprocess.run(["gdexp", "--help"], capture_output=True, text=True)
+    script = Path(sys.executable).parent / "gdexp"  # the console script of this environment
+    console = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert console.returncode == 0 and console.stdout == top.stdout
 
 
@@ -140,7 +142,7 @@ def test_sigterm_ends_the_run_killed(outputs):
                              "stop.grad_tol=0", "optimizer.lr=1e-9"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         running = []
         while time.time() < deadline and not running:
             time.sleep(1)
