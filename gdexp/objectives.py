@@ -507,7 +507,7 @@ def _rosenbrock_minima(dim: int, a: float, b: float):
     return tuple((x, i in glob) for i, x in enumerate(found)), False
 
 
-def multi_well(dim: int = 1, tilt: float = 0.5, tilt_ratio: float = 0.5,
+def multi_well(dim: int = 2, tilt: float = 0.5, tilt_ratio: float = 0.5,
                height: float = 1.0) -> Objective:
     """Tilted double wells, one per coordinate: f(x) = Σ_i height·(x_i² − 1)² + c_i·x_i.
 

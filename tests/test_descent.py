@@ -119,7 +119,8 @@ def test_per_start_learning_rates_match_separate_runs():
     for j, lr in enumerate(lrs):
         alone = run(obj, x0, gd(), lr, max_steps=300, grad_tol=1e-6, diverge_above=1e8)
         assert alone.status[0] == batch.status[j] and alone.steps[0] == batch.steps[j]
-        np.testing.assert_allclose(alone.x[:, 0], batch.x[:, j], rtol=1e-14, atol=0)
+        np.testing.assert_array_equal(alone.x[:, 0], batch.x[:, j])  # bit for bit
+        np.testing.assert_array_equal(alone.trace.loss[:, 0], batch.trace.loss[: len(alone.trace.loss), j])
 
 
 def test_nearest_minimum_and_basin():
@@ -152,3 +153,22 @@ def test_status_messages_are_fixed():
     assert Status.GRAD_TOL.outcome == "converged" and Status.GRAD_TOL.rule == "grad_tol"
     assert {s.outcome for s in Status} == {"converged", "max_steps", "diverged"}
     assert all(s.message.endswith(".") for s in Status)
+
+
+@pytest.mark.parametrize("name", ["rosenbrock", "himmelblau", "muller_brown"])
+def test_batched_lr_scan_equals_separate_runs_bit_for_bit(name):
+    from gdexp.objectives import OBJECTIVES
+
+    obj = OBJECTIVES[name]()
+    lower, upper = obj.plot_window
+    x0 = lower + 0.3 * (upper - lower)
+    lrs = np.array([1e-5, 1e-4, 3e-4, 1e-3])
+    batch = run(obj, np.tile(x0[:, None], (1, lrs.size)), gd(), lrs, max_steps=400,
+                grad_tol=1e-6, diverge_above=1e10)
+    for j, lr in enumerate(lrs):
+        alone = run(obj, x0, gd(), lr, max_steps=400, grad_tol=1e-6, diverge_above=1e10)
+        assert alone.status[0] == batch.status[j] and alone.steps[0] == batch.steps[j]
+        np.testing.assert_array_equal(alone.x[:, 0], batch.x[:, j])
+        m = len(alone.trace.steps)
+        np.testing.assert_array_equal(alone.trace.loss[:, 0], batch.trace.loss[:m, j])
+        np.testing.assert_array_equal(alone.trace.path[:, :, 0], batch.trace.path[:m, :, j])
