@@ -36,7 +36,7 @@ PARAM_COLUMNS = (("objective", "objective.name"), ("optimizer", "optimizer.name"
 RESULT_COLUMNS = ("status", "stop_rule", "steps", "final_loss", "basin")
 
 FILES = {"csv": "runs.csv", "markdown": "runs.md", "curves": "loss_curves.png",
-         "lr": "outcome_vs_lr", "paths": "paths"}
+         "lr": "outcome_vs_lr", "paths": "paths", "taylor": "taylor_ratio.png"}
 
 
 def _slug(text: str) -> str:
@@ -416,14 +416,13 @@ def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def loss_curves(client, runs: list[RunRecord]):
-    """(grid, loss, grad_norm): each run's logged curves on one common step grid.
+def metric_curves(client, runs: list[RunRecord], keys=("loss", "grad_norm")):
+    """(grid, [values per key]): each run's logged curves on one common step grid.
 
     Long runs log thinned curves at their own steps; each run is interpolated onto the union
     of all logged steps, inside its own range only (NaN before its first and after its last).
     """
-    histories = [(_history(client, r.run_id, "loss"), _history(client, r.run_id, "grad_norm"))
-                 for r in runs]
+    histories = [[_history(client, r.run_id, key) for key in keys] for r in runs]
     all_steps = [h[0][0] for h in histories if h[0][0].size]
     if not all_steps:
         return None
@@ -431,14 +430,13 @@ def loss_curves(client, runs: list[RunRecord]):
     if grid.size > MAX_CURVE_GRID:
         grid = np.unique(np.interp(np.linspace(0, grid.size - 1, MAX_CURVE_GRID),
                                    np.arange(grid.size), grid).round())
-    loss = np.full((grid.size, len(runs)), np.nan)
-    grad_norm = np.full_like(loss, np.nan)
-    for j, ((ls, lv), (gs, gv)) in enumerate(histories):
-        for steps, values, out in ((ls, lv, loss), (gs, gv, grad_norm)):
+    out = [np.full((grid.size, len(runs)), np.nan) for _ in keys]
+    for j, per_key in enumerate(histories):
+        for (steps, values), arr in zip(per_key, out):
             if steps.size:
                 inside = (grid >= steps[0]) & (grid <= steps[-1])
-                out[inside, j] = np.interp(grid[inside], steps, values)
-    return grid, loss, grad_norm
+                arr[inside, j] = np.interp(grid[inside], steps, values)
+    return grid, out
 
 
 class Artifacts:
@@ -504,10 +502,10 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
     # one loss figure per objective: values of different functions share no scale
     curve_groups = list(groups.values()) if len(groups) > 1 else [runs]
     for i, group in enumerate(curve_groups):
-        data = loss_curves(client, group)
+        data = metric_curves(client, group)
         if data is None:
             continue
-        grid, loss, grad_norm = data
+        grid, (loss, grad_norm) = data
         name, what = FILES["curves"], ""
         if len(curve_groups) > 1:
             objective = group[0].params.get("objective.name", "objective")
@@ -516,6 +514,14 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
         figures.append(plots.curves(grid, loss, grad_norm, out_dir / name,
                                     labels=run_labels(group, varying_keys(group)),
                                     f_min=f_min(group), title=f"{sel.title}: loss per run{what}"))
+        # the first-order Taylor check, where the diagnostics logged it
+        taylor = metric_curves(client, group, ("taylor_ratio",))
+        if taylor is not None and np.isfinite(taylor[1][0]).any():
+            stem = Path(FILES["taylor"]).stem + ("" if len(curve_groups) == 1 else f"-{i + 1}")
+            figures.append(plots.taylor_ratio(
+                taylor[0], taylor[1][0], out_dir / f"{stem}.png",
+                labels=run_labels(group, varying_keys(group)),
+                title=f"{sel.title}: actual / first-order decrease{what}"))
     if "optimizer.lr" in keys:
         figures += _lr_figures(plots, runs, keys, out_dir, sel, f_min)
     flat = [(objective, group) for objective, group in objectives.values() if objective.dim == 2]

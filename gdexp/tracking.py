@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import urllib.error
@@ -64,6 +65,8 @@ def artifact_location(uri: str) -> Optional[str]:
 
 
 def client(uri: str):
+    # MLflow prints a progress bar per artifact download otherwise: noise in reports.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient  # 1.4 s import: only where tracking happens
 
     return MlflowClient(tracking_uri=uri)
