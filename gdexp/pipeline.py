@@ -59,12 +59,20 @@ def code_version() -> dict[str, str]:
 
 
 def environment_tags() -> dict[str, str]:
-    import autograd
+    """Versions that can change a run's numbers: numpy, autograd, python and the BLAS."""
     from importlib.metadata import version
 
-    return {"gdexp.version": __version__, "numpy.version": np.__version__,
+    from threadpoolctl import threadpool_info
+
+    tags = {"gdexp.version": __version__, "numpy.version": np.__version__,
             "autograd.version": version("autograd"),
             "python.version": sys.version.split()[0]}
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if blas:
+        tags.update({"blas.library": str(blas[0].get("internal_api")),
+                     "blas.version": str(blas[0].get("version")),
+                     "blas.architecture": str(blas[0].get("architecture"))})
+    return tags
 
 
 def config_hash(resolved: dict, commit: str) -> str:
@@ -232,7 +240,18 @@ def describe(name: str, objective, result: Result) -> str:
 
 def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
             extra_tags: Optional[dict] = None, out=sys.stdout) -> Outcome:
-    """Validate, descend, write and log one run. Config errors raise before any run exists."""
+    """Validate, descend, write and log one run. Config errors raise before any run exists.
+
+    BLAS runs single-threaded throughout: with several threads OpenBLAS may split a matrix
+    product differently, and large batched runs would then not reproduce bit for bit.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        return _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out)
+
+
+def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome:
     plan = config.build(cfg)
     config.check_tracking(cfg)
     resolved = config.resolved(cfg)

@@ -127,17 +127,12 @@ class Selection:
 def open_store(uri_arg: Optional[str]):
     """(uri, client) for --uri or the default store; never creates an empty sqlite store."""
     uri = tracking.resolve_uri(uri_arg)
-    if uri.startswith("sqlite:////"):
-        db = Path(uri[len("sqlite:///"):])
-        if not db.is_file():
-            where = "--uri: no MLflow store" if uri_arg else "no runs yet: no MLflow store"
-            raise ReportError(f"{where} at {str(db)!r}; `gdexp run` records runs there"
-                              + ("" if uri_arg else f" (outputs folder {config.outputs_dir()})"))
+    hint = "; `gdexp run` records runs there" + (
+        "" if uri_arg else f" (outputs folder {config.outputs_dir()})")
     try:
-        tracking.check_uri(uri)
+        return uri, tracking.open_existing(uri, "--uri" if uri_arg else "no runs yet", hint)
     except ConfigError as e:
-        raise ReportError(str(e).replace("tracking.uri:", "--uri:", 1)) from None
-    return uri, tracking.client(uri)
+        raise ReportError(str(e)) from None
 
 
 def _pages(search, **kwargs) -> list:

@@ -44,7 +44,7 @@ def check_uri(uri: str) -> None:
             raise ConfigError(f"tracking.uri: cannot reach {uri!r} ({reason}); start a server "
                               "with `gdexp server` or use tracking=local") from None
     elif scheme == "sqlite":
-        path = Path(urlparse(uri).path)
+        path = Path(uri[len("sqlite:///"):])
         if not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
             raise ConfigError(f"tracking.uri: expected an absolute sqlite path "
                               f"(sqlite:////abs/path.db), got {uri!r}")
@@ -60,7 +60,9 @@ def check_uri(uri: str) -> None:
 def artifact_location(uri: str) -> Optional[str]:
     """Artifacts of a sqlite store sit beside its db file; a server chooses its own."""
     if uri.startswith("sqlite:///"):
-        return (Path(urlparse(uri).path).parent / "mlartifacts").as_uri()
+        # not urlparse(uri).path: for sqlite:////abs/db it keeps a leading '//', which
+        # file:////abs then reads as a host name
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
     return None
 
 
@@ -182,3 +184,60 @@ def find_finished(mlflow_client, experiment_id: str, chash: str) -> Optional[str
         [experiment_id], filter_string=f"tags.config_hash = '{chash}' and "
                                        "attributes.status = 'FINISHED'", max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def open_existing(uri: str, flag: str, hint: str = ""):
+    """A client for a store that already exists, or a ConfigError naming ``flag``.
+
+    Only looks: a missing sqlite file is an error here, never an empty new store.
+    """
+    if uri.startswith("sqlite:"):
+        if not uri.startswith("sqlite:////"):
+            raise ConfigError(f"{flag}: expected an absolute sqlite path "
+                              f"(sqlite:////abs/path.db), got {uri!r}")
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise ConfigError(f"{flag}: no MLflow store at {str(db)!r}{hint}")
+    else:
+        try:
+            check_uri(uri)
+        except ConfigError as e:
+            raise ConfigError(str(e).replace("tracking.uri:", f"{flag}:", 1)) from None
+    try:
+        return client(uri)
+    except Exception as e:  # noqa: BLE001 - any driver error means the store cannot be opened
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{flag}: cannot open the store {uri} ({first})") from None
+
+
+def get_run(mlflow_client, run_id: str):
+    """The run with this id, or None when the store does not hold it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def child_run_ids(mlflow_client, experiment_id: str, parent_id: str) -> list[str]:
+    runs = mlflow_client.search_runs([experiment_id],
+                                     filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'",
+                                     max_results=1000)
+    return [r.info.run_id for r in runs]
+
+
+def fetch_artifacts(mlflow_client, run_id: str, names: tuple, dst: Path) -> dict[str, Path]:
+    """Download the top-level artifacts among ``names`` that the run has; {name: local path}."""
+    present = {a.path for a in mlflow_client.list_artifacts(run_id) if not a.is_dir}
+    return {name: Path(mlflow_client.download_artifacts(run_id, name, str(dst)))
+            for name in names if name in present}
+
+
+def metric_histories(mlflow_client, run) -> dict[str, list[tuple[int, float]]]:
+    """Every logged metric of a run as its full (step, value) history."""
+    return {key: [(m.step, m.value) for m in mlflow_client.get_metric_history(run.info.run_id,
+                                                                             key)]
+            for key in sorted(run.data.metrics)}

@@ -18,7 +18,7 @@ from gdexp.report import (RunRecord, build_table, format_text, main, run_labels,
 SWEEP = ("-m", "optimizer.lr=0.05,0.1,0.25", "tracking.plots=false", "stop.max_steps=300")
 SINGLE = ("optimizer.lr=0.02", "tracking.plots=false", "stop.max_steps=50")
 EXPECTED = {"0.05": "converged", "0.1": "converged", "0.25": "diverged"}
-FIGURES = {"loss_curves.png", "outcome_vs_lr.png", "paths.png"}
+FIGURES = {"loss_curves.png", "outcome_vs_lr.png", "paths.png", "taylor_ratio.png"}
 REPORT_FILES = {"runs.csv", "runs.md"} | FIGURES
 
 
