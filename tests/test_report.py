@@ -204,7 +204,7 @@ def test_experiment_report_covers_every_run_but_the_sweep_run(store, tmp_path):
     # one outcome-vs-lr figure per step budget
     by_budget = {"outcome_vs_lr-max_steps=50.png", "outcome_vs_lr-max_steps=300.png"}
     assert {p.name for p in (tmp_path / "exp").iterdir()} == \
-        {"runs.csv", "runs.md", "loss_curves.png", "paths.png"} | by_budget
+        {"runs.csv", "runs.md", "loss_curves.png", "paths.png", "taylor_ratio.png"} | by_budget
     for name in by_budget | {"loss_curves.png", "paths.png"}:
         assert_png(tmp_path / "exp" / name)
     assert {a.path for a in store.client.list_artifacts(store.parent, "report")} == before
