@@ -1,6 +1,6 @@
 """Regenerate the README's figures: run each preset, report it, copy one figure per claim.
 
-    python docs/make_figures.py        (a few minutes; writes docs/figures/*.png)
+    python docs/make_figures.py [PRESET ...]   (a few minutes; writes docs/figures/*.png)
 
 Runs go to a temporary outputs folder, so the project's own store is left alone.
 """
@@ -31,8 +31,8 @@ WANTED = {
     "lr_scan": [("run:quadratic-gd-lr0.001-0.3x24-s0-n24:outcome_vs_lr.png", "lr_scan.png")],
     "basins_atlas": [("run:himmelblau-gd-lr0.01-s0-n1600:atlas.png", "atlas_himmelblau.png"),
                      ("run:multi_well-gd-lr0.01-s0-n1600:atlas.png", "atlas_multi_well.png")],
-    "optimizer_zoo": [("report:loss_curves-1-rosenbrock.png", "zoo_rosenbrock.png"),
-                      ("report:loss_curves-2-quadratic.png", "zoo_quadratic.png")],
+    "optimizer_zoo": [("report:loss_curves-*-rosenbrock.png", "zoo_rosenbrock.png"),
+                      ("report:loss_curves-*-quadratic.png", "zoo_quadratic.png")],
 }
 
 
@@ -48,7 +48,8 @@ def main() -> int:
         env = {**os.environ, "GDEXP_OUTPUTS": str(out)}
         from mlflow.tracking import MlflowClient
 
-        for preset, wanted in WANTED.items():
+        chosen = sys.argv[1:] or list(WANTED)
+        for preset, wanted in ((p, WANTED[p]) for p in chosen):
             print(f"{preset} ...", flush=True)
             gdexp("run", f"experiment={preset}", env=env)
             report_dir = out / "reports" / preset
@@ -60,7 +61,7 @@ def main() -> int:
             for src, name in wanted:
                 kind, *rest = src.split(":")
                 if kind == "report":
-                    path = report_dir / rest[0]
+                    path = next(report_dir.glob(rest[0]))
                 else:
                     path = Path(client.download_artifacts(runs[rest[0]], f"plots/{rest[1]}", tmp))
                 shutil.copy(path, FIGURES / name)
