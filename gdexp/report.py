@@ -34,6 +34,9 @@ RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PARAM_COLUMNS = (("objective", "objective.name"), ("optimizer", "optimizer.name"),
                  ("lr", "optimizer.lr"), ("init", "init.name"))
 RESULT_COLUMNS = ("status", "stop_rule", "steps", "final_loss", "basin")
+# Fixed-target runtimes (COCO's aRT: steps spent over successes) compared across runs,
+# for the targets f - f* <= 10^k that the runs logged.
+ART_TARGETS = ("1e-2", "1e-6")
 
 FILES = {"csv": "runs.csv", "markdown": "runs.md", "curves": "loss_curves.png",
          "lr": "outcome_vs_lr", "paths": "paths", "taylor": "taylor_ratio.png"}
@@ -289,16 +292,21 @@ def _fmt_number(x: Optional[float], digits: int = 4) -> str:
 def build_table(runs: list[RunRecord], keys: list[str]) -> Table:
     """Varying params first, then the fixed summary columns, then the run id."""
     fixed = [(name, param) for name, param in PARAM_COLUMNS if param not in keys]
-    columns = list(keys) + [name for name, _ in fixed] + list(RESULT_COLUMNS) + ["run_id"]
+    art = [t for t in ART_TARGETS if any(f"aRT.{t}" in r.metrics for r in runs)]
+    columns = (list(keys) + [name for name, _ in fixed] + list(RESULT_COLUMNS)
+               + [f"aRT({t})" for t in art] + ["run_id"])
     raw, shown = [], []
     for r in runs:
         params = [r.params.get(k, "") for k in keys] + [r.params.get(p, "") for _, p in fixed]
         results = [r.status, r.tags.get("stop_rule", ""), r.steps, r.final_loss,
                    r.tags.get("basin", "")]
-        raw.append(params + [_raw(v) for v in results] + [r.run_id])
+        # a run that never reached a target has no finite aRT (it is not logged): "inf"
+        runtimes = [r.metrics.get(f"aRT.{t}", math.inf) for t in art]
+        raw.append(params + [_raw(v) for v in results + runtimes] + [r.run_id])
         shown.append([v if v != "" else "-" for v in params]
                      + [results[0], results[1] or "-", _fmt_number(results[2]),
-                        _fmt_number(results[3]), results[4] or "-", r.run_id[:8]])
+                        _fmt_number(results[3]), results[4] or "-"]
+                     + [_fmt_number(v) for v in runtimes] + [r.run_id[:8]])
     numeric = [all(_number(row[i]) is not None for row in raw if row[i] != "")
                and any(row[i] != "" for row in raw) for i in range(len(columns))]
     numeric[-1] = False
