@@ -45,6 +45,9 @@ def register_experiments() -> None:
                     package="_global_")
 
 
+SWEEP_METRICS = ("final_loss", "steps")
+
+
 def _task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -52,6 +55,9 @@ def _task(cfg) -> float:
     from . import callbacks, pipeline
     from .config import ConfigError
 
+    metric = cfg.get("sweep_metric", "final_loss")
+    if metric not in SWEEP_METRICS:
+        _fail(f"sweep_metric: expected one of {', '.join(SWEEP_METRICS)}, got {metric!r}")
     hydra_cfg = HydraConfig.get()
     parent = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -61,7 +67,7 @@ def _task(cfg) -> float:
                                    list(hydra_cfg.overrides.task), parent)
     except ConfigError as e:
         _fail(str(e))
-    return outcome.value
+    return outcome.sweep_value(metric, int(cfg.stop.max_steps))
 
 
 def run(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ from .descent import Result
 from .diagnostics import row_median
 
 # Keys that change where or how a run is recorded, not what it computes.
-VOLATILE_KEYS = ("tracking", "diagnostics")
+VOLATILE_KEYS = ("tracking", "diagnostics", "sweep_metric")
 
 
 @dataclass
@@ -39,6 +39,15 @@ class Outcome:
             return float("nan")
         finite = self.result.f[np.isfinite(self.result.f)]
         return float(np.median(finite)) if finite.size else 1e300
+
+    def sweep_value(self, metric: str, max_steps: int) -> float:
+        """What a sweeper minimises: ``final_loss`` (see ``value``) or ``steps``, the median
+        steps to converge, where a start that did not converge counts 2 * max_steps."""
+        if metric == "final_loss" or self.result is None:
+            return self.value
+        converged = np.array(self.result.outcomes) == "converged"
+        steps = np.where(converged, self.result.steps, 2 * max_steps)
+        return float(np.median(steps))
 
 
 def code_version() -> dict[str, str]:
