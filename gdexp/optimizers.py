@@ -18,6 +18,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
+from .checks import flag, real
+
 
 class Optimizer(NamedTuple):
     """``init(x) -> state``; ``update(g, state, x, lr) -> (step, state)``.
@@ -66,28 +68,6 @@ class AdamState(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
-
-def _real(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False,
-          hi_open: bool = True, why: str = "") -> float:
-    """``value`` as a float, or a ValueError naming ``name``, the value and the allowed range."""
-    left = "(" if lo_open else "["
-    right = ")" if hi_open or hi == math.inf else "]"
-    allowed = f"{left}{lo:g}, {'inf' if hi == math.inf else format(hi, 'g')}{right}"
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
-              and (v < hi if hi_open else v <= hi))
-    if not ok:
-        raise ValueError(f"{name} must be in {allowed}{why}, got {value!r}")
-    return float(value)
-
-
-def _flag(name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return bool(value)
-
 
 def _decayed(g, x, weight_decay: float):
     """PyTorch's coupled weight decay g + wd·x (skipped at wd = 0, as PyTorch does)."""
@@ -148,9 +128,9 @@ def momentum(momentum: float = 0.9, dampening: float = 0.0,
 
     μ ∈ [0, 1), τ ∈ [0, 1], weight_decay ≥ 0.
     """
-    mu = _real("momentum", momentum, 0.0, 1.0)
-    tau = _real("dampening", dampening, 0.0, 1.0, hi_open=False)
-    wd = _real("weight_decay", weight_decay, 0.0)
+    mu = real("momentum", momentum, 0.0, 1.0)
+    tau = real("dampening", dampening, 0.0, 1.0, hi_open=False)
+    wd = real("weight_decay", weight_decay, 0.0)
     return _sgd(mu, tau, wd, nesterov=False)
 
 
@@ -169,12 +149,12 @@ def nesterov(momentum: float = 0.9, dampening: float = 0.0,
     As in PyTorch, Nesterov momentum requires μ ∈ (0, 1) and dampening = 0 (the
     ``dampening`` key exists only so the config mirrors ``momentum``); weight_decay ≥ 0.
     """
-    mu = _real("momentum", momentum, 0.0, 1.0, lo_open=True,
+    mu = real("momentum", momentum, 0.0, 1.0, lo_open=True,
                why=" for nesterov (PyTorch requires momentum > 0)")
     if not (isinstance(dampening, Real) and not isinstance(dampening, bool)
             and float(dampening) == 0.0):
         raise ValueError(f"dampening must be 0 for nesterov (as in PyTorch), got {dampening!r}")
-    wd = _real("weight_decay", weight_decay, 0.0)
+    wd = real("weight_decay", weight_decay, 0.0)
     return _sgd(mu, 0.0, wd, nesterov=True)
 
 
@@ -194,10 +174,10 @@ def adagrad(lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: 
 
     lr_decay ≥ 0, initial_accumulator_value ≥ 0, eps > 0, weight_decay ≥ 0.
     """
-    decay = _real("lr_decay", lr_decay, 0.0)
-    s0 = _real("initial_accumulator_value", initial_accumulator_value, 0.0)
-    eps = _real("eps", eps, 0.0, lo_open=True)
-    wd = _real("weight_decay", weight_decay, 0.0)
+    decay = real("lr_decay", lr_decay, 0.0)
+    s0 = real("initial_accumulator_value", initial_accumulator_value, 0.0)
+    eps = real("eps", eps, 0.0, lo_open=True)
+    wd = real("weight_decay", weight_decay, 0.0)
 
     def init(x):
         return AdagradState(np.full(np.shape(x), s0, dtype=float), 0)
@@ -231,11 +211,11 @@ def rmsprop(alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
 
     α ∈ [0, 1), eps > 0, momentum ∈ [0, 1), weight_decay ≥ 0.
     """
-    a = _real("alpha", alpha, 0.0, 1.0)
-    eps = _real("eps", eps, 0.0, lo_open=True)
-    mu = _real("momentum", momentum, 0.0, 1.0)
-    centered = _flag("centered", centered)
-    wd = _real("weight_decay", weight_decay, 0.0)
+    a = real("alpha", alpha, 0.0, 1.0)
+    eps = real("eps", eps, 0.0, lo_open=True)
+    mu = real("momentum", momentum, 0.0, 1.0)
+    centered = flag("centered", centered)
+    wd = real("weight_decay", weight_decay, 0.0)
 
     def init(x):
         return RMSpropState(_zeros(x), _zeros(x) if centered else None,
@@ -274,11 +254,11 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_dec
 
     β₁, β₂ ∈ [0, 1), eps > 0, weight_decay ≥ 0.
     """
-    b1 = _real("beta1", beta1, 0.0, 1.0)
-    b2 = _real("beta2", beta2, 0.0, 1.0)
-    eps = _real("eps", eps, 0.0, lo_open=True)
-    wd = _real("weight_decay", weight_decay, 0.0)
-    amsgrad = _flag("amsgrad", amsgrad)
+    b1 = real("beta1", beta1, 0.0, 1.0)
+    b2 = real("beta2", beta2, 0.0, 1.0)
+    eps = real("eps", eps, 0.0, lo_open=True)
+    wd = real("weight_decay", weight_decay, 0.0)
+    amsgrad = flag("amsgrad", amsgrad)
 
     def init(x):
         return AdamState(_zeros(x), _zeros(x), _zeros(x) if amsgrad else None, 0)

@@ -22,38 +22,15 @@ after the warm-up.)
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Callable
 
-import numpy as np
+from .checks import integer, real
 
 Schedule = Callable[[int], float]
 
 
-def _real(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False,
-          hi_open: bool = True) -> float:
-    left = "(" if lo_open else "["
-    right = ")" if hi_open or hi == math.inf else "]"
-    allowed = f"{left}{lo:g}, {'inf' if hi == math.inf else format(hi, 'g')}{right}"
-    ok = isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
-    if ok:
-        v = float(value)
-        ok = (math.isfinite(v) and (v > lo if lo_open else v >= lo)
-              and (v < hi if hi_open else v <= hi))
-    if not ok:
-        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
-    return float(value)
-
-
-def _int(name: str, value, lo: int) -> int:
-    if not (isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
-            and value >= lo):
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 def _with_warmup(s: Schedule, warmup_steps) -> Schedule:
-    w = _int("warmup_steps", warmup_steps, 0)
+    w = integer("warmup_steps", warmup_steps, 0)
     if w == 0:
         return s
     scale = 1.0 / (w + 1)
@@ -79,8 +56,8 @@ def step(step_size: int, gamma: float = 0.1, warmup_steps: int = 0) -> Schedule:
     The rate is multiplied by gamma at steps step_size, 2·step_size, …;
     step_size ≥ 1 (integer), gamma ∈ (0, 1].
     """
-    n = _int("step_size", step_size, 1)
-    gm = _real("gamma", gamma, 0.0, 1.0, lo_open=True, hi_open=False)
+    n = integer("step_size", step_size, 1)
+    gm = real("gamma", gamma, 0.0, 1.0, lo_open=True, hi_open=False)
 
     def s(k):
         return gm ** (k // n)
@@ -90,7 +67,7 @@ def step(step_size: int, gamma: float = 0.1, warmup_steps: int = 0) -> Schedule:
 
 def exponential(gamma: float, warmup_steps: int = 0) -> Schedule:
     """m(k) = gamma ** k (``torch.optim.lr_scheduler.ExponentialLR``); gamma ∈ (0, 1]."""
-    gm = _real("gamma", gamma, 0.0, 1.0, lo_open=True, hi_open=False)
+    gm = real("gamma", gamma, 0.0, 1.0, lo_open=True, hi_open=False)
 
     def s(k):
         return gm ** k
@@ -103,7 +80,7 @@ def inverse_time(decay_rate: float, warmup_steps: int = 0) -> Schedule:
 
     With decay_rate = 1/k₀ this is the classical Robbins–Monro rate ∝ 1/k for k ≫ k₀.
     """
-    r = _real("decay_rate", decay_rate, 0.0)
+    r = real("decay_rate", decay_rate, 0.0)
 
     def s(k):
         return 1.0 / (1.0 + r * k)
@@ -122,8 +99,8 @@ def cosine(decay_steps: int, min_factor: float = 0.0, warmup_steps: int = 0) -> 
     (optax ``cosine_decay_schedule`` with alpha = min_factor). decay_steps ≥ 1 (integer),
     min_factor ∈ [0, 1].
     """
-    n = _int("decay_steps", decay_steps, 1)
-    lo = _real("min_factor", min_factor, 0.0, 1.0, hi_open=False)
+    n = integer("decay_steps", decay_steps, 1)
+    lo = real("min_factor", min_factor, 0.0, 1.0, hi_open=False)
     half = 0.5 * (1.0 - lo)
     w = math.pi / n
 

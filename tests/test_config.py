@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +123,7 @@ def test_unknown_preset_lists_the_available_ones(outputs):
 
 
 def test_core_does_not_import_the_edges():
-    code = ("import sys, gdexp, gdexp.objectives, gdexp.inits, gdexp.optimizers, "
+    code = ("import sys, gdexp, gdexp.objectives, gdexp.inits, gdexp.optimizers, gdexp.checks, "
             "gdexp.schedules, gdexp.descent\n"
             "import importlib.util\n"
             "if importlib.util.find_spec('gdexp.diagnostics'): import gdexp.diagnostics\n"
