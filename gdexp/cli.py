@@ -45,24 +45,19 @@ def register_experiments() -> None:
                     package="_global_")
 
 
-SWEEP_METRICS = ("final_loss", "steps")
-
-
 def _task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from . import callbacks, pipeline
-    from .config import ConfigError
+    from .config import ConfigError, sweep_metric
 
-    metric = cfg.get("sweep_metric", "final_loss")
-    if metric not in SWEEP_METRICS:
-        _fail(f"sweep_metric: expected one of {', '.join(SWEEP_METRICS)}, got {metric!r}")
     hydra_cfg = HydraConfig.get()
     parent = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         parent = callbacks.sweep_parent(hydra_cfg.sweep.dir)
     try:
+        metric = sweep_metric(cfg)
         outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
                                    list(hydra_cfg.overrides.task), parent)
     except ConfigError as e:

@@ -235,6 +235,18 @@ def diagnostics_options(cfg: DictConfig) -> Optional[dict]:
                                          integer=True)}
 
 
+SWEEP_METRICS = ("final_loss", "steps")
+
+
+def sweep_metric(cfg: DictConfig) -> str:
+    """What a sweeper minimises (see pipeline.Outcome.sweep_value)."""
+    metric = cfg.get("sweep_metric", "final_loss")
+    if metric not in SWEEP_METRICS:
+        raise ConfigError(f"sweep_metric: expected one of {', '.join(SWEEP_METRICS)}, "
+                          f"got {_fmt(metric)}")
+    return metric
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain data with every interpolation resolved."""
     return OmegaConf.to_container(cfg, resolve=True)

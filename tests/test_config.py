@@ -104,6 +104,13 @@ def test_tracking_values_are_checked():
         config.check_tracking(compose_config("tracking.plots=yes"))
 
 
+def test_sweep_metric_is_checked():
+    assert config.sweep_metric(compose_config("sweep_metric=steps")) == "steps"
+    with pytest.raises(ConfigError, match=r"^sweep_metric: expected one of final_loss, steps, "
+                                          r"got 'foo'$"):
+        config.sweep_metric(compose_config("sweep_metric=foo"))
+
+
 def test_unknown_option_and_unknown_key_are_refused_by_hydra():
     with pytest.raises(MissingConfigException, match="objective/rosenbruck"):
         compose_config("objective=rosenbruck")
