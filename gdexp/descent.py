@@ -5,10 +5,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, NamedTuple, Optional
 
-import autograd.numpy as anp
 import numpy as np
-from autograd import value_and_grad
-from autograd.tracer import getval
+from autograd import make_vjp
 
 from .objectives import Objective
 from .optimizers import Optimizer
@@ -147,21 +145,14 @@ class Result:
 def batched_value_and_grad(f: Callable) -> Callable:
     """(d, n) -> ((n,), (d, n)): all columns' values and gradients in one reverse pass.
 
-    Columns do not interact, so the gradient of Σ_j f(x_j) is every column's own gradient.
+    Columns do not interact, so pulling a cotangent of ones back through f gives every
+    column's own gradient (the gradient of Σ_j f(x_j)) together with the values.
     """
-    values = []
-
-    def summed(x):
-        fx = f(x)
-        values.append(fx)
-        return anp.sum(fx)
-
-    vg = value_and_grad(summed)
+    forward = make_vjp(f)
 
     def value_and_grads(x):
-        _, g = vg(x)
-        fx = getval(values.pop())
-        return fx, g
+        vjp, fx = forward(x)
+        return fx, vjp(np.ones_like(fx))
 
     return value_and_grads
 
