@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import subprocess
@@ -50,6 +51,7 @@ class Outcome:
         return float(np.median(steps))
 
 
+@functools.lru_cache(maxsize=None)
 def code_version() -> dict[str, str]:
     """The git commit of the project and whether its tree had uncommitted changes."""
     def git(*args):
@@ -67,6 +69,7 @@ def code_version() -> dict[str, str]:
             "code.dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
 
 
+@functools.lru_cache(maxsize=None)
 def environment_tags() -> dict[str, str]:
     """Versions that can change a run's numbers: numpy, autograd, python and the BLAS."""
     from importlib.metadata import version
