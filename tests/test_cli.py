@@ -178,3 +178,25 @@ def test_an_exception_during_descent_ends_the_run_failed(outputs, monkeypatch):
         pipeline.execute(cfg, outputs / "job", [])
     _, runs = all_runs(outputs)
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_skip_finished_skips_the_same_config_and_runs_a_changed_one(outputs):
+    common = ("tracking.skip_finished=true", "tracking.plots=false", "stop.max_steps=50")
+    first = run_cli("run", "optimizer.lr=0.1", *common, outputs=outputs, check=True)
+    assert "skipped" not in first.stdout
+    again = run_cli("run", "optimizer.lr=0.1", *common, outputs=outputs, check=True)
+    _, runs = all_runs(outputs)
+    assert len(runs) == 1
+    assert f"skipped, run {runs[0].info.run_id} with the same config and code is FINISHED" \
+        in again.stdout
+    changed = run_cli("run", "optimizer.lr=0.05", *common, outputs=outputs, check=True)
+    assert "skipped" not in changed.stdout
+    _, runs = all_runs(outputs)
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.05", "0.1"]
+    # a sweep re-launched after an interruption runs only what is missing
+    sweep = run_cli("run", "-m", "optimizer.lr=0.1,0.05,0.02", *common, outputs=outputs,
+                    check=True)
+    assert sweep.stdout.count("skipped, run") == 2
+    _, runs = all_runs(outputs)
+    children = [r for r in runs if r.data.tags.get("gdexp.sweep") != "true"]
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.02", "0.05", "0.1"]
