@@ -223,7 +223,7 @@ def _main(capsys, *args) -> tuple[int, str, str]:
     ("objective:\n", "objective:\n  _target_: os.system\n",
      "objective._target_: Hydra instantiation key refused"),
     ("basin_tol: 0.01\n", "basin_tol: !!python/object/apply:os.system ['true']\n",
-     "line 2: YAML tag refused (could not determine a constructor for the tag "
+     "line {line}: YAML tag refused (could not determine a constructor for the tag "
      "'tag:yaml.org,2002:python/object/apply:os.system')"),
 ])
 def test_an_injected_config_is_refused_before_anything_runs(originals, monkeypatch, capsys,
@@ -233,6 +233,7 @@ def test_an_injected_config_is_refused_before_anything_runs(originals, monkeypat
     path = _artifacts(o["outputs"], o["run_id"]) / "config.yaml"
     clean = path.read_text()
     assert old in clean
+    message = message.replace("{line}", str(clean[:clean.index(old)].count("\n") + 1))
     before = len(_runs(o["outputs"])), _folders(o["outputs"] / "reproduce")
     path.write_text(clean.replace(old, new, 1))
     try:
