@@ -136,24 +136,23 @@ def test_tracking_off_writes_no_store(outputs):
     assert list((outputs / "runs").glob("*/*/artifacts/trace.npz"))
 
 
-def test_sigterm_ends_the_run_killed(outputs):
+def test_sigterm_ends_the_run_killed(outputs, tmp_path):
     env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
-    proc = subprocess.Popen([sys.executable, "-m", "gdexp", "run", "stop.max_steps=100000000",
-                             "stop.grad_tol=0", "optimizer.lr=1e-9"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gdexp", "run",
+                                 "stop.max_steps=100000000", "stop.grad_tol=0",
+                                 "optimizer.lr=1e-9"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True)
     try:
+        # The progress line appears only while the descent runs, i.e. once the run exists;
+        # opening the store earlier could race with its creation by the child.
         deadline = time.time() + 300
-        running = []
-        while time.time() < deadline and not running:
+        while time.time() < deadline and "  step " not in log.read_text():
+            assert proc.poll() is None, log.read_text()
             time.sleep(1)
-            if (outputs / "mlflow.db").exists():
-                try:
-                    _, runs = all_runs(outputs)
-                    running = [r for r in runs if r.info.status == "RUNNING"]
-                except Exception:  # the store is being created
-                    pass
-        assert running, "the run never showed up as RUNNING"
-        time.sleep(1)
+        _, runs = all_runs(outputs)
+        assert [r.info.status for r in runs] == ["RUNNING"]
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
