@@ -51,11 +51,12 @@ def render(processes: list[dict], wall: float, jobs: int) -> tuple[str, dict]:
                and p["totals"].get("job: hydra run_job")]
     totals: dict[str, list] = {}
     for p in launcher + workers:
-        for label, (seconds, calls, longest) in p["totals"].items():
-            row = totals.setdefault(label, [0.0, 0, 0.0])
+        for label, (seconds, calls, longest, cpu_seconds) in p["totals"].items():
+            row = totals.setdefault(label, [0.0, 0, 0.0, 0.0])
             row[0] += seconds
             row[1] += calls
             row[2] = max(row[2], longest)
+            row[3] += cpu_seconds
     lines = [f"sweep wall time: {wall:.2f} s for {jobs} jobs ({wall / jobs * 1000:.0f} ms per job)"]
     summary = {"wall": wall, "jobs": jobs, "processes": len(launcher) + len(workers)}
     for p in launcher:
@@ -73,15 +74,19 @@ def render(processes: list[dict], wall: float, jobs: int) -> tuple[str, dict]:
         lines.append(f"worker {i + 1}: interpreter start -> first job "
                      f"{p['marks'].get('first_job_worker', float('nan')):.2f} s, "
                      f"{p['totals']['job: hydra run_job'][1]} jobs")
+    cpu_total = sum(p.get("cpu", 0.0) for p in launcher + workers)
+    lines.append(f"CPU of these processes: {cpu_total:.2f} s "
+                 f"({cpu_total / wall:.2f} cores busy on average)")
+    summary["cpu"] = cpu_total
     lines.append("")
     lines.append(f"{'phase (nested phases are included in their parents)':58} {'total s':>8} "
-                 f"{'calls':>6} {'ms/call':>8} {'% wall':>7}")
+                 f"{'cpu s':>7} {'calls':>6} {'ms/call':>8} {'% wall':>7}")
     order = sorted(totals, key=lambda k: (k.split(":")[0], -totals[k][0]))
     for label in order:
-        seconds, calls, _ = totals[label]
-        lines.append(f"{label[:58]:58} {seconds:8.2f} {calls:6d} {seconds / calls * 1000:8.1f} "
-                     f"{100 * seconds / wall:6.1f}%")
-    summary["totals"] = {k: {"seconds": v[0], "calls": v[1], "longest": v[2]}
+        seconds, calls, _, cpu_seconds = totals[label]
+        lines.append(f"{label[:58]:58} {seconds:8.2f} {cpu_seconds:7.2f} {calls:6d} "
+                     f"{seconds / calls * 1000:8.1f} {100 * seconds / wall:6.1f}%")
+    summary["totals"] = {k: {"seconds": v[0], "calls": v[1], "longest": v[2], "cpu": v[3]}
                          for k, v in totals.items()}
     return "\n".join(lines), summary
 

@@ -51,20 +51,21 @@ def parse_args(argv=None):
     return args
 
 
-def fmt_ratio(value: float) -> str:
+def fmt_ratio(value: float, target: float = 1.0) -> str:
+    """Ratios of goals whose target is a fraction (1/300) print as 1/N, the others as x.xx."""
     if value is None:
         return "-"
-    return f"1/{1 / value:.0f}" if 0 < value < 0.5 else f"{value:.2f}"
+    return f"1/{1 / value:.0f}" if 0 < value and target < 0.5 else f"{value:.2f}"
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'goal':4}  {'what':62}  {'measured':>9}  {'target':>8}  result",
-             "-" * 98]
+    lines = [f"{'goal':4}  {'what':64}  {'measured':>9}  {'target':>8}  result",
+             "-" * 100]
     for row in rows:
-        measured = fmt_ratio(row.get("ratio"))
-        target = f"{row['op']} {fmt_ratio(row['target'])}"
+        measured = fmt_ratio(row.get("ratio"), row["target"])
+        target = f"{row['op']} {fmt_ratio(row['target'], row['target'])}"
         result = "ERROR" if row.get("error") else ("pass" if row["pass"] else "FAIL")
-        lines.append(f"{row['id']:4}  {row['goal'][:62]:62}  {measured:>9}  {target:>8}  {result}")
+        lines.append(f"{row['id']:4}  {row['goal'][:64]:64}  {measured:>9}  {target:>8}  {result}")
     return "\n".join(lines)
 
 
@@ -124,8 +125,8 @@ def main(argv=None) -> int:
                          "op": "<=", "pass": False, "error": f"{type(e).__name__}: {e}"}
                         for g in wanted]
             for row in rows:
-                say(f"{row['id']}: {fmt_ratio(row['ratio'])} (target {row['op']} "
-                    f"{fmt_ratio(row['target'])}) -> "
+                say(f"{row['id']}: {fmt_ratio(row['ratio'], row['target'])} (target {row['op']} "
+                    f"{fmt_ratio(row['target'], row['target'])}) -> "
                     f"{'ERROR' if row.get('error') else 'pass' if row['pass'] else 'FAIL'}")
             report["goals"].extend(rows)
             report["machine"]["load_average_end"] = machine()["load_average"]

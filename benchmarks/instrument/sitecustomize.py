@@ -17,7 +17,7 @@ if os.environ.get("GDEXP_BREAKDOWN"):
     import time
 
     _OUT = os.environ["GDEXP_BREAKDOWN"]
-    _TOTALS = {}   # label -> [seconds, calls, longest]
+    _TOTALS = {}   # label -> [seconds, calls, longest, CPU seconds of this process]
     _MARKS = {}    # one-off moments, seconds since the process started
 
     def _since_start() -> float:
@@ -35,7 +35,7 @@ if os.environ.get("GDEXP_BREAKDOWN"):
 
     def _dump():
         data = {"pid": os.getpid(), "argv": sys.argv[:3], "marks": _MARKS, "totals": _TOTALS,
-                "alive": _since_start()}
+                "alive": _since_start(), "cpu": time.process_time()}
         with open(f"{_OUT}.{os.getpid()}.json", "w") as fh:
             json.dump(data, fh)
 
@@ -46,15 +46,16 @@ if os.environ.get("GDEXP_BREAKDOWN"):
         def wrapper(*args, **kwargs):
             if mark and mark not in _MARKS:
                 _MARKS[mark] = _since_start()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 dt = time.perf_counter() - t0
-                row = _TOTALS.setdefault(label, [0.0, 0, 0.0])
+                row = _TOTALS.setdefault(label, [0.0, 0, 0.0, 0.0])
                 row[0] += dt
                 row[1] += 1
                 row[2] = max(row[2], dt)
+                row[3] += time.process_time() - c0
                 if dump:
                     _dump()
         return wrapper
