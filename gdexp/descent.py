@@ -66,8 +66,10 @@ class _Recorder:
         self.size = 0
         self.steps = np.empty(self.capacity + 1, dtype=np.int64)  # +1 for the final row
         self.data = {k: np.empty((self.capacity + 1,) + s) for k, s in shapes.items()}
+        self._columns = tuple(self.data.values())
 
-    def add(self, k: int, **values) -> None:
+    def add(self, k: int, *values) -> None:
+        """One row: a value per array, in the order of ``shapes``."""
         if k % self.stride:
             return
         if self.size == self.capacity:
@@ -81,7 +83,7 @@ class _Recorder:
                 return
         self._put(k, values)
 
-    def close(self, k: int, **values) -> None:
+    def close(self, k: int, *values) -> None:
         """Make sure the last step is the last row."""
         if self.size == 0 or self.steps[self.size - 1] != k:
             self._put(k, values)
@@ -89,8 +91,8 @@ class _Recorder:
     def _put(self, k, values):
         i = self.size
         self.steps[i] = k
-        for name, v in values.items():
-            self.data[name][i] = v
+        for arr, v in zip(self._columns, values):
+            arr[i] = v
         self.size += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -151,6 +153,9 @@ def batched_value_and_grad(f: Callable) -> Callable:
     forward = make_vjp(f)
 
     def value_and_grads(x):
+        if x.shape[1] == 1:  # one start: autograd is ~15% cheaper on a (d,) point than on (d, 1)
+            vjp, fx = forward(x[:, 0])
+            return np.reshape(fx, (1,)), vjp(np.ones_like(fx))[:, None]
         vjp, fx = forward(x)
         return fx, vjp(np.ones_like(fx))
 
@@ -170,6 +175,24 @@ def nearest_minima(objective: Objective, x: np.ndarray):
     d = dist[np.arange(n), idx]
     glob = np.array([objective.minima[i].is_global for i in idx])
     return idx, d, glob
+
+
+def _rule_codes(k, f, gn, f_prev, step_norm, *, max_steps, grad_tol, step_tol, value_tol,
+                diverge_above) -> np.ndarray:
+    """Per start, the code of the highest-priority rule that holds at step k (0: none)."""
+    n = f.shape[0]
+    rules = [(1, ~np.isfinite(f + gn)), (2, f > diverge_above)]
+    if grad_tol > 0:
+        rules.append((3, gn <= grad_tol))
+    if k > 0 and step_tol > 0:
+        rules.append((4, step_norm <= step_tol))
+    if k > 0 and value_tol > 0:
+        rules.append((5, np.abs(f - f_prev) <= value_tol))
+    rules.append((6, np.full(n, k >= max_steps)))
+    new = np.zeros(n, dtype=np.int8)
+    for c, h in reversed(rules):  # the highest-priority rule is written last
+        new[h] = c
+    return new
 
 
 def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 1000,
@@ -205,38 +228,36 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     steps = np.zeros(n, dtype=np.int64)
     trials = np.zeros(n, dtype=np.int64)
     active = np.ones(n, dtype=bool)
-    all_active = True
+    all_active = any_active = True
     f_prev = step_norm = None
     k = 0
     with np.errstate(all="ignore"):  # overflow is detected below, not warned about
         while True:
             f, g = vg(x)
             gn = np.sqrt((g * g).sum(axis=0))
-            # The rules, cheapest first; the per-start priority is sorted out only when one holds.
-            rules = [(1, ~np.isfinite(f + gn)), (2, f > diverge_above)]
+            # One cheap test per step: does some rule hold for an active start? Which rule, and
+            # for which starts, is sorted out only when one does.
+            ok = np.isfinite(f + gn) & (f <= diverge_above)
             if grad_tol > 0:
-                rules.append((3, gn <= grad_tol))
+                ok &= gn > grad_tol
             if k > 0 and step_tol > 0:
-                rules.append((4, step_norm <= step_tol))
+                ok &= step_norm > step_tol
             if k > 0 and value_tol > 0:
-                rules.append((5, np.abs(f - f_prev) <= value_tol))
-            hit = rules[0][1] | rules[1][1]
-            for _, h in rules[2:]:
-                hit = hit | h
-            if k >= max_steps or (hit & active).any():
-                rules.append((6, np.full(n, k >= max_steps)))
-                new = np.zeros(n, dtype=np.int8)
-                for c, h in reversed(rules):  # the highest-priority rule is written last
-                    new[h] = c
+                ok &= np.abs(f - f_prev) > value_tol
+            if k >= max_steps or not (ok.all() if all_active else (ok | ~active).all()):
+                new = _rule_codes(k, f, gn, f_prev, step_norm, max_steps=max_steps,
+                                  grad_tol=grad_tol, step_tol=step_tol, value_tol=value_tol,
+                                  diverge_above=diverge_above)
                 stopping = active & (new > 0)
                 code[stopping] = new[stopping]
                 steps[stopping] = k
                 active = code == 0
                 all_active = False
+                any_active = bool(active.any())
             if callback is not None:
                 callback(k, x, f, gn, active)
             lr_k = base_lr if schedule is None else base_lr * schedule(k)
-            if not active.any():
+            if not any_active:
                 break
             if line_search is None:
                 step, state = optimizer.update(g, state, x, lr_k)
@@ -246,16 +267,16 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
                                          line_search)
                 trials += tried
                 step = lr_k * direction
-            curves.add(k, loss=f, grad_norm=gn, lr=lr_k)
-            path.add(k, x=x)
+            curves.add(k, f, gn, lr_k)
+            path.add(k, x)
             x_new = x + step if all_active else np.where(active, x + step, x)
             if step_tol > 0:
                 step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))
             f_prev = f
             x = x_new
             k += 1
-        curves.close(k, loss=f, grad_norm=gn, lr=lr_k)
-        path.close(k, x=x)
+        curves.close(k, f, gn, lr_k)
+        path.close(k, x)
     evaluations = steps + 1 + trials  # one gradient evaluation per iterate, plus the trials
     c_arrays, p_arrays = curves.arrays(), path.arrays()
     trace = Trace(c_arrays["steps"], c_arrays["loss"], c_arrays["grad_norm"], c_arrays["lr"],

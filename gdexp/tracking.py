@@ -1,8 +1,10 @@
 """MLflow at the edge: the only module that imports mlflow; a handful of store calls per run."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -22,6 +24,11 @@ SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
 PARENT_TAG = "mlflow.parentRunId"
 UI_DEFAULT = "http://127.0.0.1:5000"
+
+# Once mlflow is loaded, the final garbage collections over its ~3e5 objects (~2300 modules)
+# add 1-2 s to every command's exit (and to every joblib worker's). Freezing them at exit
+# skips that: the process is ending, and the operating system reclaims the memory anyway.
+atexit.register(gc.freeze)
 
 
 def default_uri() -> str:
