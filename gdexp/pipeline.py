@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -145,7 +146,9 @@ def curves(result: Result) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if result.n == 1:
         out = {"loss": t.loss[:, 0], "grad_norm": t.grad_norm[:, 0]}
     else:
-        with np.errstate(all="ignore"), _quiet():
+        # rows where every start has diverged: numpy warns "All-NaN slice"; NaN is the answer
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             loss = np.where(np.isfinite(t.loss), t.loss, np.nan)
             gn = np.where(np.isfinite(t.grad_norm), t.grad_norm, np.nan)
             out = {"loss": row_median(loss), "loss_best": np.nanmin(loss, axis=1),
@@ -153,19 +156,6 @@ def curves(result: Result) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not np.all(t.lr == t.lr[0]):
         out["lr"] = t.lr[:, 0] if result.n == 1 else np.median(t.lr, axis=1)
     return {k: (t.steps, v) for k, v in out.items()}
-
-
-class _quiet:
-    """Silence numpy's 'All-NaN slice' warnings for columns that diverged."""
-
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def write_starts_table(path: Path, objective, result: Result) -> Path:

@@ -90,11 +90,7 @@ def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
     ax_f.set_ylabel(_loss_label("f", f_min))
     ax_g.set_ylabel("‖∇f‖")
     ax_g.set_xlabel("step")
-    if labels is not None and loss.shape[1] <= MAX_LEGEND:
-        ax_f.legend(fontsize=8)
-    if title is not None:
-        ax_f.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax_f, path, labels, loss.shape[1], title)
 
 
 def atlas(objective: Objective, x0, labels, path, title=None) -> Path:
@@ -203,11 +199,7 @@ def taylor_ratio(steps, ratio, path, labels=None, title=None) -> Path:
         _symlog(ax, finite)
     ax.set_xlabel("step")
     ax.set_ylabel("actual / predicted decrease")
-    if labels is not None and ratio.shape[1] <= MAX_LEGEND:
-        ax.legend(fontsize=8)
-    if title is not None:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, labels, ratio.shape[1], title)
 
 
 def ecdf(steps, fraction, path, labels=None, title=None) -> Path:
@@ -268,6 +260,15 @@ def _figure(nrows=1, sharex=False):
     fig = Figure(figsize=FIGSIZE, layout="constrained")
     axes = fig.subplots(nrows, 1, sharex=sharex)
     return fig, axes
+
+
+def _finish(fig, ax, path, labels, n_lines: int, title) -> Path:
+    """Legend (when the labelled lines are few enough to read), title, save."""
+    if labels is not None and n_lines <= MAX_LEGEND:
+        ax.legend(fontsize=8)
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
 
 
 def _save(fig, path) -> Path:
