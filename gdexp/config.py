@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -15,20 +13,12 @@ from .descent import Armijo
 from .inits import INITS
 from .objectives import OBJECTIVES, Objective
 from .optimizers import OPTIMIZERS, Optimizer
+from .paths import CONF_DIR, EXPERIMENTS_DIR, ROOT, outputs_dir  # noqa: F401 (re-exported)
 from .schedules import SCHEDULES
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
-EXPERIMENTS_DIR = ROOT / "experiments"
 
 
 class ConfigError(ValueError):
     """A bad config value: the message names the key, the bad value and what is allowed."""
-
-
-def outputs_dir() -> Path:
-    """Where every run writes: ``$GDEXP_OUTPUTS`` if set, else ``<project root>/outputs``."""
-    return Path(os.environ.get("GDEXP_OUTPUTS") or ROOT / "outputs").resolve()
 
 
 def register_resolvers() -> None:

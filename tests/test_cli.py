@@ -199,3 +199,25 @@ def test_skip_finished_skips_the_same_config_and_runs_a_changed_one(outputs):
     _, runs = all_runs(outputs)
     children = [r for r in runs if r.data.tags.get("gdexp.sweep") != "true"]
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.02", "0.05", "0.1"]
+
+
+def test_quick_help_is_hydras_help_without_importing_the_core(outputs):
+    """`gdexp run --help` prints Hydra's text (as `run seed=0 --help`, which Hydra renders)
+    without loading numpy, autograd or the tracking stack."""
+    quick = run_cli("run", "--help", outputs=outputs, check=True)
+    hydra = run_cli("run", "seed=0", "--help", outputs=outputs, check=True)
+    assert quick.stdout == hydra.stdout
+    code = ("import sys, gdexp.cli\n"
+            "assert gdexp.cli.quick_help() is not None\n"
+            "heavy = [m for m in ('numpy', 'autograd', 'mlflow', 'matplotlib', 'hydra')"
+            " if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_sweep_with_a_bad_option_in_a_later_job_fails_before_any_job(outputs):
+    proc = run_cli("run", "-m", "objective=quadratic,no_such_objective", "tracking.plots=false",
+                   "diagnostics.enabled=false", outputs=outputs)
+    assert proc.returncode != 0
+    assert "no_such_objective" in proc.stderr
+    assert not list(outputs.glob("sweeps/*/*/0/.hydra"))  # job 0 never started

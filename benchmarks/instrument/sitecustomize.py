@@ -63,7 +63,9 @@ if os.environ.get("GDEXP_BREAKDOWN"):
     # module -> [(attribute path, label, options)]; labels are what breakdown.py prints.
     WATCH = {
         "gdexp.cli": [("main", "gdexp.cli.main", {"mark": "cli_main"}),
-                      ("_task", "job: gdexp task (pipeline.execute + glue)", {})],
+                      ("_task", "job: gdexp task (pipeline.execute + glue)", {}),
+                      ("_validate_choices", "hydra: sweep batch check (gdexp's, one compose "
+                       "per new group choice)", {})],
         "gdexp.pipeline": [("execute", "job: pipeline.execute", {}),
                            ("code_version", "run: code_version (2 git calls)", {}),
                            ("environment_tags", "run: environment_tags", {}),
@@ -85,8 +87,6 @@ if os.environ.get("GDEXP_BREAKDOWN"):
             ("ConfigLoaderImpl.load_configuration", "hydra: compose (load_configuration)", {}),
             ("ConfigLoaderImpl.load_sweep_config", "hydra: per-job compose (load_sweep_config)",
              {})],
-        "hydra.plugins.sweeper": [("Sweeper.validate_batch_is_legal",
-                                   "hydra: validate_batch_is_legal (composes every job)", {})],
         "hydra.core.utils": [("run_job", "job: hydra run_job", {"mark": "first_job",
                                                                  "dump": True}),
                              ("_save_config", "job: hydra writes .hydra/*.yaml", {}),
