@@ -49,9 +49,9 @@ def register_experiments() -> None:
 
 def _uses_experiments(argv: list[str]) -> bool:
     """Whether a command line can need the `experiment` group: it names the group, or passes
-    a flag (help, info, completion) that lists groups. Every Hydra composition (two per
-    sweep job) deep-copies the config store, presets included, so they are left out of it
-    when no one asks for them."""
+    a flag (help, info, completion) that lists groups. Every Hydra composition (one per
+    sweep job) deep-copies the config store, and joblib ships it to a worker with every
+    job, so the presets are left out of it when no one asks for them."""
     return any("experiment" in a or (a.startswith("-") and a not in ("-m", "--multirun"))
                for a in argv)
 
@@ -126,9 +126,13 @@ def _merge(into: dict, update: dict) -> None:
 
 
 def _validate_choices(self, batch) -> None:
-    """Compose, before launching, the first job and each first job that picks a new option of
-    a config group: a job can fail to compose on its own only through such a choice. Hydra's
-    own check composes every job, and the launcher composes each again (~0.1 s each here)."""
+    """The sweeper's check, before any job starts, that every job's config composes.
+
+    Hydra's own check composes every job, and the launcher then composes each again (~0.1 s
+    each here). The jobs of a batch differ only in the values of the swept keys, and a value
+    can break composition only by choosing a config group option (a missing file); other
+    values (wrong types, out of range) are caught by gdexp's own checks in the job. So this
+    composes the first job and each first job that picks an option not seen before."""
     from .paths import CONF_DIR
 
     seen: set = set()
