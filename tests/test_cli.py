@@ -207,8 +207,8 @@ def test_quick_help_is_hydras_help_without_importing_the_core(outputs):
     quick = run_cli("run", "--help", outputs=outputs, check=True)
     hydra = run_cli("run", "seed=0", "--help", outputs=outputs, check=True)
     assert quick.stdout == hydra.stdout
-    code = ("import sys, gdexp.cli\n"
-            "assert gdexp.cli.quick_help() is not None\n"
+    code = ("import sys, gdexp.help\n"
+            "assert gdexp.help.quick_help() is not None\n"
             "heavy = [m for m in ('numpy', 'autograd', 'mlflow', 'matplotlib', 'hydra')"
             " if m in sys.modules]\n"
             "assert not heavy, heavy\n")
