@@ -1,9 +1,15 @@
 """Sweeps in parallel (joblib, submitit, a tracking server, optuna): every job's run arrives intact."""
 from __future__ import annotations
 
+import glob
+import importlib.util
 import math
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +82,46 @@ def assert_progress(stdout: str, n_jobs: int) -> None:
     assert {total for _, total in seen} == {str(n_jobs)}
 
 
+def postgres_binaries() -> Path | None:
+    """The folder holding PostgreSQL's server programs (initdb, pg_ctl), if installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(versions[-1]).parent if versions else None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL cluster on a free local port; yields its database URI."""
+    bin_dir = postgres_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("the PostgreSQL driver psycopg is not installed (pip install -e '.[test]')")
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user, in a folder
+    # that user owns (pytest's own temporary folders are private to root).
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+    root = Path(tempfile.mkdtemp(prefix="gdexp-pg-"))
+    if as_user:
+        shutil.chown(root, user="postgres")
+    data, port = root / "data", free_port()
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "gdexp",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True,
+                       timeout=120)
+        subprocess.run([*pg_ctl, "-l", str(root / "postgres.log"), "-w", "-t", "60", "-o",
+                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+        yield f"postgresql://gdexp@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def integrity(db: Path) -> list:
     with sqlite3.connect(db) as con:
         return con.execute("PRAGMA integrity_check").fetchall()
@@ -133,6 +179,36 @@ def test_joblib_sweep_through_a_tracking_server_loses_nothing(outputs, tmp_path)
     # the server wrote into the sqlite store under outputs/: the same runs are there
     local = MlflowClient(store_uri(outputs))
     assert local.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_joblib_sweep_through_a_server_on_postgresql_loses_nothing(outputs, tmp_path, postgres):
+    """The team setup of docs/cluster.md on one machine: PostgreSQL behind `gdexp server`."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = Served(["server", "--backend-store-uri", postgres, "--port", str(port)], outputs,
+                    tmp_path / "server.out")
+    try:
+        server.wait_for(re.compile(r"log runs into it: +(.*)$", re.M))
+        assert f"store {postgres}," in server.output()
+        proc = run_cli("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       "optimizer.lr=0.01,0.05,0.1,0.15", "seed=0,1", "tracking=server",
+                       f"tracking.uri={uri}", "tracking.experiment=team", *CHEAP,
+                       outputs=outputs, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        client = MlflowClient(tracking_uri=uri)
+        _, children = sweep_runs(client, "team", 8)
+        assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {
+            "config.yaml", "trace.npz"}
+    finally:
+        server.cleanup()
+    # the runs live in PostgreSQL, not in a sqlite file under outputs/
+    assert not (outputs / "mlflow.db").exists()
+    import sqlalchemy
+
+    with sqlalchemy.create_engine(postgres).connect() as con:
+        rows = con.execute(sqlalchemy.text("SELECT status, count(*) FROM runs GROUP BY status"))
+        assert dict(rows.all()) == {"FINISHED": 9}
 
 
 @pytest.mark.slow
