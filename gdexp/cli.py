@@ -71,7 +71,7 @@ def _validate_choices(self, batch) -> None:
         choices = set()
         for override in overrides:
             key, _, value = override.partition("=")
-            key = key.lstrip("+~")
+            key = key.lstrip("+~").split("@")[0]  # group@package=option
             if "/" in key or key == "experiment" or (CONF_DIR / key).is_dir():
                 choices.add((key, value))
         if i == 0 or not choices <= seen:
