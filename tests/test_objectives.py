@@ -37,6 +37,9 @@ EXTRA = [
     ("rastrigin", {"dim": 1}),
     ("rastrigin", {"dim": 3}),
     ("rastrigin", {"dim": 2, "a": 1.0}),
+    # long enough (d >= 8) for numpy's pairwise summation to differ from a sequential one
+    ("quadratic", {"dim": 10, "rotate": True, "rotation_seed": 1}),
+    ("rastrigin", {"dim": 10}),
 ]
 CASES = [(name, {}) for name in OBJECTIVES] + EXTRA
 IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in CASES]
@@ -117,6 +120,21 @@ def test_batched_equals_columns(objective):
     assert batched.shape == (7,)
     columns = np.array([objective.f(x[:, j]) for j in range(7)])
     np.testing.assert_allclose(batched, columns, rtol=1e-12, atol=1e-12)
+
+
+def test_a_start_does_not_depend_on_its_batch(objective):
+    """Values and gradients of one column are bit-identical whether it is alone (the runner's
+    (d,) path) or one of n = 2, 7, 100 columns (`gdexp reproduce` re-runs batched jobs alone)."""
+    from gdexp.descent import batched_value_and_grad
+
+    vg = batched_value_and_grad(objective.f)
+    x = _sample(objective, 100, seed=4)
+    for j in (0, 1):
+        f1, g1 = vg(x[:, j:j + 1])
+        for n in (2, 7, 100):
+            fn, gn = vg(x[:, :n])
+            assert fn[j] == f1[0], (n, j, fn[j] - f1[0])
+            assert np.array_equal(gn[:, j], g1[:, 0]), (n, j, np.abs(gn[:, j] - g1[:, 0]).max())
 
 
 def test_nothing_below_global_minimum(objective):

@@ -1,0 +1,23 @@
+"""The objectives gdexp descends on, in one registry: analytic test functions (``analytic``)
+and, built from the same ``Objective`` (``base``), every name the config group ``objective`` offers."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .analytic import (beale, booth, himmelblau, multi_well, muller_brown, quadratic, rastrigin,
+                       rosenbrock, styblinski_tang)
+from .base import MAX_LISTED_MINIMA, Minimum, Objective, colsum, contract
+
+__all__ = ["MAX_LISTED_MINIMA", "Minimum", "OBJECTIVES", "Objective", "colsum", "contract"]
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {
+    "quadratic": quadratic,
+    "rosenbrock": rosenbrock,
+    "multi_well": multi_well,
+    "himmelblau": himmelblau,
+    "styblinski_tang": styblinski_tang,
+    "muller_brown": muller_brown,
+    "booth": booth,
+    "rastrigin": rastrigin,
+    "beale": beale,
+}
