@@ -10,6 +10,7 @@ from autograd import grad
 
 from .descent import Result, Trace
 from .objectives import Objective
+from .optimizers import Stability, gd
 
 # Targets of the fixed-target analysis: f − f* ≤ 10^k for each k.
 DEFAULT_TARGET_EXPONENTS = (1, 0, -1, -2, -4, -6, -8)
@@ -129,28 +130,34 @@ def row_median(a: np.ndarray) -> np.ndarray:
 
 
 def smoothness(objective: Objective, result: Result, *, max_starts: int = MAX_HESSIAN_STARTS,
-               rel_tol: float = REL_TOL) -> dict:
+               rel_tol: float = REL_TOL, stability: Optional[Stability] = None) -> dict:
     """Curvature at the start and at the end of each (sampled) start, and the final point's class.
 
-    L = λmax(∇²f), the largest Hessian eigenvalue: along that direction a GD step of rate lr
-    multiplies the error by 1 − lr·L, so the step is locally stable iff lr < 2/L. Returns per
-    analysed start (arrays over ``starts``): ``L_x0``, ``L_final``, ``lambda_min_x0``,
-    ``lambda_min_final``, ``stable_lr_x0`` = 2/L_x0, ``stable_lr_final`` = 2/L_final (inf when
-    L ≤ 0), ``lr_L_x0``, ``lr_L_final`` (with the start's base rate), ``tol``,
-    ``point_class`` (tuple of str) and ``eigenvalues_final`` (k, d).
+    L = λmax(∇²f), the largest Hessian eigenvalue. Along that direction the optimizer's update
+    is locally its 1-D quadratic recursion, stable iff lr·(L + wd) < ``stability.limit`` (2
+    for GD, so lr < 2/L; see ``optimizers.Stability``; default: GD's). Returns per analysed
+    start (arrays over ``starts``): ``L_x0``, ``L_final``, ``lambda_min_x0``,
+    ``lambda_min_final``, ``stable_lr_x0`` / ``stable_lr_final`` = the largest stable rate at
+    that curvature (inf when L + wd ≤ 0, NaN when the rule has no fixed threshold),
+    ``lr_L_x0``, ``lr_L_final`` (with the start's base rate), ``stability_threshold`` (the
+    largest stable curvature at the start's rate, NaN when none), ``tol``, ``point_class``
+    (tuple of str) and ``eigenvalues_final`` (k, d).
     Cost: 2·d batched Hessian-vector products over at most ``max_starts`` starts.
     """
+    stability = stability or gd().stability
     cols = hessian_columns(result.n, result.x.shape[0], max_starts)
     e0 = eigenvalues(hessians(objective, result.x0[:, cols]))
     e1 = eigenvalues(hessians(objective, result.x[:, cols]))
     tol = point_tolerance(e1, e0, rel_tol)
     lr = result.lr[cols]
-    out = {"starts": cols}
+    threshold = stability.threshold(lr)
+    out = {"starts": cols,
+           "stability_threshold": np.full(lr.shape, np.nan) if threshold is None else threshold}
     for tag, e in (("x0", e0), ("final", e1)):
         lmax, lmin = e[:, -1], e[:, 0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            stable = np.where(lmax > 0, 2.0 / np.where(lmax > 0, lmax, 1.0), np.inf)
-        stable = np.where(np.isfinite(lmax), stable, np.nan)
+        stable = stability.stable_lr(lmax)
+        stable = np.full(lmax.shape, np.nan) if stable is None else \
+            np.where(np.isfinite(lmax), stable, np.nan)
         out.update({f"L_{tag}": lmax, f"lambda_min_{tag}": lmin, f"stable_lr_{tag}": stable,
                     f"lr_L_{tag}": lr * lmax})
     out["tol"] = tol
@@ -353,7 +360,8 @@ def _summary(values: np.ndarray) -> float:
 
 def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
             exponents: Sequence[float] = DEFAULT_TARGET_EXPONENTS,
-            max_hessian_starts: int = MAX_HESSIAN_STARTS, rel_tol: float = REL_TOL) -> dict:
+            max_hessian_starts: int = MAX_HESSIAN_STARTS, rel_tol: float = REL_TOL,
+            stability: Optional[Stability] = None) -> dict:
     """Every diagnostic of one run, shaped for logging.
 
     Returns a dict with ``metrics`` (name → float; may hold non-finite values, which a
@@ -364,6 +372,8 @@ def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
     (the Hessian ones over the analysed subset) and the fraction of each class / label.
     If f cannot be differentiated twice, the curvature part is left out and the tag
     ``hessian_error`` says why; the rest needs no derivatives and always runs.
+    ``stability`` is the optimizer's (default GD's): the stable rates, ``stability_limit``
+    (largest stable lr·L) and the tag ``stability_rule`` follow it.
     Cost: 4·d batched Hessian-vector products plus a few vectorised passes over the trace.
     """
     n = result.n
@@ -373,15 +383,20 @@ def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
     arrays: dict[str, np.ndarray] = {}
     parts: dict[str, object] = {}
 
+    stability = stability or gd().stability
+    tags["stability_rule"] = stability.rule
+    if stability.limit is not None:
+        metrics["stability_limit"] = stability.limit
     try:
-        sm = smoothness(objective, result, max_starts=max_hessian_starts, rel_tol=rel_tol)
+        sm = smoothness(objective, result, max_starts=max_hessian_starts, rel_tol=rel_tol,
+                        stability=stability)
     except Exception as e:  # an objective autograd cannot differentiate twice: say so, go on
         sm = None
         tags["hessian_error"] = f"{type(e).__name__}: {e}"[:500]
     if sm is not None:
         parts["smoothness"] = sm
         for key in ("L_x0", "L_final", "lambda_min_final", "stable_lr_x0", "stable_lr_final",
-                    "lr_L_x0", "lr_L_final"):
+                    "lr_L_x0", "lr_L_final", "stability_threshold"):
             metrics[key] = _summary(sm[key])
             arrays[key] = sm[key]
         arrays["hessian_starts"] = sm["starts"]

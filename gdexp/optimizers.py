@@ -9,6 +9,11 @@ PyTorch too keeps ``lr`` out of its buffers.)
 
 Weight decay, when nonzero, is PyTorch's coupled L2 form: g ← g + weight_decay·x before
 anything else (not AdamW's decoupled decay).
+
+Each optimizer also carries its ``Stability``: the largest curvature λ for which its update,
+run on the 1-D quadratic f(x) = ½λx² at a constant rate, does not blow up. That is the line
+sharpness is compared with (2/lr only for plain GD); tests/test_optimizers.py iterates each
+recursion just below and just above it.
 """
 from __future__ import annotations
 
@@ -21,8 +26,39 @@ import numpy as np
 from .checks import flag, real
 
 
+class Stability(NamedTuple):
+    """Where an update rule turns unstable on f(x) = ½λx²: iff lr·(λ + weight_decay) ≥ limit.
+
+    ``limit`` is the largest stable lr·λ of the rule's own linear recursion (2 for GD);
+    ``weight_decay`` shifts the curvature the rule sees (g + wd·x = (λ + wd)·x). ``limit`` None
+    means no fixed threshold exists, and ``rule`` says why; otherwise ``rule`` is the formula.
+    """
+
+    limit: Optional[float]
+    weight_decay: float
+    rule: str
+
+    def threshold(self, lr):
+        """The largest stable curvature λ of f at rate ``lr`` (scalar or array); None if none."""
+        if self.limit is None:
+            return None
+        return self.limit / np.asarray(lr, dtype=float) - self.weight_decay
+
+    def stable_lr(self, curvature):
+        """The largest stable rate at curvature λ: limit / (λ + wd); inf where λ + wd ≤ 0."""
+        if self.limit is None:
+            return None
+        c = np.asarray(curvature, dtype=float) + self.weight_decay
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(c > 0, self.limit / np.where(c > 0, c, 1.0), np.inf)
+        return np.where(np.isnan(c), np.nan, out)
+
+
+_UNKNOWN = Stability(None, 0.0, "none: no stability threshold was derived for this rule")
+
+
 class Optimizer(NamedTuple):
-    """``init(x) -> state``; ``update(g, state, x, lr) -> (step, state)``.
+    """``init(x) -> state``; ``update(g, state, x, lr) -> (step, state)``; its ``stability``.
 
     The runner applies ``x ← x + step``. Arrays are (d, n) batches; ``lr`` is a scalar or a
     (n,) vector of per-column rates, so broadcasting over the last axis does the rest.
@@ -30,6 +66,7 @@ class Optimizer(NamedTuple):
 
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any, Any], tuple[Any, Any]]
+    stability: Stability = _UNKNOWN
 
 
 class EmptyState(NamedTuple):
@@ -81,7 +118,10 @@ def _zeros(x) -> np.ndarray:
 # --------------------------------------------------------------------------- optimizers
 
 def gd() -> Optimizer:
-    """Plain gradient descent: step = −lr·g."""
+    """Plain gradient descent: step = −lr·g.
+
+    Stability: x ← (1 − lr·λ)·x contracts iff |1 − lr·λ| < 1, i.e. lr·λ < 2.
+    """
 
     def init(x):
         return EmptyState()
@@ -89,7 +129,22 @@ def gd() -> Optimizer:
     def update(g, state, x, lr):
         return -lr * g, state
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, Stability(2.0, 0.0, "2/lr"))
+
+
+def _sgd_stability(mu: float, tau: float, wd: float, nesterov: bool) -> Stability:
+    """The threshold of PyTorch's SGD recursion on ½λx² (a = lr·(λ + wd), see the docstrings)."""
+    if mu == 0.0:
+        return Stability(2.0, wd, "2/lr - weight_decay" if wd else "2/lr")
+    if nesterov:
+        return Stability((2 + 2 * mu) / (1 + 2 * mu), wd,
+                         "(2 + 2*momentum)/((1 + 2*momentum)*lr)" + (" - weight_decay" if wd else ""))
+    if tau == 1.0:
+        return Stability(None, wd, "none: with dampening 1 the buffer ignores every gradient "
+                                   "after the first, so the iterate drifts instead of "
+                                   "responding to curvature")
+    return Stability((2 + 2 * mu) / (1 - tau), wd,
+                     "(2 + 2*momentum)/((1 - dampening)*lr)" + (" - weight_decay" if wd else ""))
 
 
 def _sgd(momentum: float, dampening: float, weight_decay: float, nesterov: bool) -> Optimizer:
@@ -107,7 +162,7 @@ def _sgd(momentum: float, dampening: float, weight_decay: float, nesterov: bool)
         d = g + momentum * buf if nesterov else buf
         return -lr * d, MomentumState(buf, state.count + 1)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, _sgd_stability(momentum, dampening, weight_decay, nesterov))
 
 
 def momentum(momentum: float = 0.9, dampening: float = 0.0,
@@ -125,6 +180,11 @@ def momentum(momentum: float = 0.9, dampening: float = 0.0,
     matches PyTorch with τ = 0; ``autograd.misc.optimizers.sgd`` uses v ← μ·v − (1 − μ)·g
     from v₀ = 0, i.e. τ = μ *and* a damped first step. With μ = 0 this is ``gd`` (τ
     ignored, as in PyTorch).
+
+    Stability: on ½λx², with a = lr·(1 − τ)·(λ + wd), the iterates obey
+    x_{k+1} = (1 + μ − a)·x_k − μ·x_{k−1} (b₁ = g is the τ = 0 recursion from b₀ = 0). Both
+    roots of z² − (1 + μ − a)z + μ lie inside the unit circle iff 0 < a < 2 + 2μ, so the
+    threshold is λ < (2 + 2μ)/((1 − τ)·lr) − wd; at τ = 1 there is none (see ``rule``).
 
     μ ∈ [0, 1), τ ∈ [0, 1], weight_decay ≥ 0.
     """
@@ -148,6 +208,11 @@ def nesterov(momentum: float = 0.9, dampening: float = 0.0,
 
     As in PyTorch, Nesterov momentum requires μ ∈ (0, 1) and dampening = 0 (the
     ``dampening`` key exists only so the config mirrors ``momentum``); weight_decay ≥ 0.
+
+    Stability: on ½λx² with a = lr·(λ + wd), the state (x_k, b_{k−1}) maps linearly with
+    trace 1 + μ − a(1 + μ) and determinant μ(1 − a). The Jury conditions give a > 0 and
+    2 + 2μ − a(1 + 2μ) > 0, so the threshold is λ < (2 + 2μ)/((1 + 2μ)·lr) − wd: lower than
+    GD's 2/lr for every μ > 0 (the look-ahead term adds μ·b to each step).
     """
     mu = real("momentum", momentum, 0.0, 1.0, lo_open=True,
                why=" for nesterov (PyTorch requires momentum > 0)")
@@ -189,7 +254,10 @@ def adagrad(lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: 
         factor = 1.0 / (1.0 + (count - 1) * decay)
         return -(lr * factor) * (g / (np.sqrt(s) + eps)), AdagradState(s, count)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, Stability(
+        None, wd, "none: the step is lr*g/sqrt(sum of g^2), at most lr per coordinate whatever "
+                  "the curvature, and its effective rate lr/sqrt(s_k) shrinks as s_k grows, so "
+                  "the threshold moves with the gradient history"))
 
 
 def rmsprop(alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
@@ -235,7 +303,10 @@ def rmsprop(alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
             return -lr * buf, RMSpropState(v, m, buf)
         return -lr * (g / denom), RMSpropState(v, m, None)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, Stability(
+        None, wd, "none: the step is lr*g/sqrt(EMA of g^2), bounded by lr/sqrt(1 - alpha) per "
+                  "coordinate whatever the curvature; stability is a property of the "
+                  "preconditioned Hessian diag(1/(sqrt(v)+eps))*H, which moves with v"))
 
 
 def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -275,7 +346,10 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_dec
         step = -(lr / c1) * (m / denom)
         return step, AdamState(m, v, u if amsgrad else None, count)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, Stability(
+        None, wd, "none: the step is lr*m_hat/sqrt(v_hat), bounded per coordinate whatever the "
+                  "curvature; stability is a property of the preconditioned Hessian "
+                  "diag(1/(sqrt(v_hat)+eps))*H, which moves with v"))
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {

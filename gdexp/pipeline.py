@@ -316,7 +316,7 @@ def _diagnose(cfg: DictConfig, plan: config.Plan, result: Result) -> Optional[di
     from . import diagnostics
 
     return diagnostics.analyse(plan.objective, result, optimizer=cfg.optimizer.name,
-                               **plan.diagnostics)
+                               stability=plan.optimizer.stability, **plan.diagnostics)
 
 
 def _descend(plan: config.Plan) -> Result:

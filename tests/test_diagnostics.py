@@ -64,6 +64,28 @@ def test_quadratic_smoothness_is_lambda_max_everywhere_and_centre_is_a_minimum()
     assert s["point_class"] == ("minimum",) * 5
 
 
+def test_stable_rates_follow_the_optimizer():
+    """Heavy ball (β = 0.9) is stable up to lr·L = 3.8, Nesterov up to 3.8/2.8, Adam has no
+    fixed threshold: the stable rates and thresholds of the diagnostics say so, not 2/L."""
+    q = rotated()
+    lmax, lr = max(LAM), 0.05
+    for opt, limit in ((momentum(momentum=0.9), 3.8), (D.gd(), 2.0)):
+        r = run(q, np.ones(3), opt, lr, max_steps=50)
+        s = D.smoothness(q, r, stability=opt.stability)
+        np.testing.assert_allclose(s["stable_lr_x0"], limit / lmax, rtol=1e-12)
+        np.testing.assert_allclose(s["stability_threshold"], limit / lr, rtol=1e-12)
+        a = D.analyse(q, r, stability=opt.stability)
+        assert a["metrics"]["stability_limit"] == pytest.approx(limit)
+    from gdexp.optimizers import adam, nesterov
+
+    s = D.smoothness(q, run(q, np.ones(3), nesterov(momentum=0.9), lr, max_steps=5),
+                     stability=nesterov(momentum=0.9).stability)
+    np.testing.assert_allclose(s["stable_lr_x0"], 3.8 / 2.8 / lmax, rtol=1e-12)
+    a = D.analyse(q, run(q, np.ones(3), adam(), lr, max_steps=5), stability=adam().stability)
+    assert "stability_limit" not in a["metrics"] and math.isnan(a["metrics"]["stable_lr_x0"])
+    assert a["tags"]["stability_rule"].startswith("none: ")
+
+
 def test_point_classes_of_saddle_maximum_and_degenerate_points():
     cases = {
         "saddle": lambda x: x[0] ** 2 - x[1] ** 2,
@@ -345,7 +367,8 @@ def test_analyse_gives_loggable_names_and_finite_curves():
     assert out["metrics"]["atlas.min_0_global"] == 1.0
     assert out["metrics"]["reached.1e-8"] == 1.0 and math.isfinite(out["metrics"]["aRT.1e-8"])
     assert out["metrics"]["rho_predicted"] == pytest.approx(1 - 0.1 * min(LAM))
-    assert out["tags"] == {"final_point": "minimum", "taylor_prediction": "gd_step"}
+    assert out["tags"] == {"final_point": "minimum", "taylor_prediction": "gd_step",
+                           "stability_rule": "2/lr"}
     steps, values = out["curves"]["taylor_ratio"]
     assert steps.size > 10 and np.all(np.isfinite(values))
     assert [row["exponent"] for row in out["table"]] == list(D.DEFAULT_TARGET_EXPONENTS)

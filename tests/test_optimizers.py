@@ -341,3 +341,97 @@ def test_matches_torch_optim(factory, kw, ref, ref_kw):
         param.grad = torch.from_numpy(g.copy())
         topt.step()
         np.testing.assert_allclose(x, param.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- stability
+
+def _transition(opt, lam, lr):
+    """The linear map one update applies to the state on f(x) = ½λx², read off ``update``.
+
+    The state is (x,) for stateless rules and (x, buf) for the momentum ones, taken after the
+    first update (count ≥ 1), where every step follows the same recursion."""
+    from gdexp.optimizers import EmptyState, MomentumState
+
+    def step(x, buf):
+        xs = np.array([[x]])
+        state = EmptyState() if buf is None else MomentumState(np.array([[buf]]), 1)
+        dx, new = opt.update(lam * xs, state, xs, lr)
+        out = [float((xs + dx)[0, 0])]
+        if buf is not None:
+            out.append(float(new.buf[0, 0]))
+        return out
+
+    if isinstance(opt.init(np.zeros((1, 1))), tuple) and len(opt.init(np.zeros((1, 1)))) == 0:
+        return np.array([step(1.0, None)]).T
+    m = np.array([step(1.0, 0.0), step(0.0, 1.0)]).T
+    # momentum = 0: PyTorch keeps no buffer, x never sees it; the recursion is x's alone
+    return m[:1, :1] if m[0, 1] == 0.0 else m
+
+
+def _grows(m, doublings=26):
+    """Iterate the recursion 2^doublings (≈ 6.7e7) times by repeated squaring; the size of the
+    result tells stable (→ 0) from unstable (→ ∞) even 1e-6 from the threshold."""
+    for _ in range(doublings):
+        m = m @ m
+        s = np.abs(m).max()
+        if not np.isfinite(s) or s > 1e100:
+            return np.inf
+    return np.abs(m).max()
+
+
+THRESHOLD_CASES = [
+    ("gd", {}, 0.1), ("gd", {}, 3.0),
+    ("momentum", {"momentum": 0.9}, 0.01), ("momentum", {"momentum": 0.5}, 0.3),
+    ("momentum", {"momentum": 0.0}, 0.2),
+    ("momentum", {"momentum": 0.9, "dampening": 0.5}, 0.05),
+    ("momentum", {"momentum": 0.9, "weight_decay": 0.3}, 0.01),
+    ("nesterov", {"momentum": 0.9}, 0.01), ("nesterov", {"momentum": 0.3}, 1.5),
+    ("nesterov", {"momentum": 0.99, "weight_decay": 0.1}, 0.2),
+]
+
+
+@pytest.mark.parametrize("name,params,lr", THRESHOLD_CASES)
+def test_threshold_separates_stable_from_unstable_on_the_recursion(name, params, lr):
+    opt = OPTIMIZERS[name](**params)
+    lam_star = float(opt.stability.threshold(lr))
+    assert lam_star > 0
+    below = _grows(_transition(opt, lam_star * (1 - 1e-6), lr))
+    above = _grows(_transition(opt, lam_star * (1 + 1e-6), lr))
+    assert below < 1e-6 and above > 1e6, (below, above)
+
+
+@pytest.mark.parametrize("name,params,expected", [
+    ("gd", {}, lambda lr: 2 / lr),
+    ("momentum", {"momentum": 0.9}, lambda lr: (2 + 2 * 0.9) / lr),
+    ("nesterov", {"momentum": 0.9}, lambda lr: (2 + 2 * 0.9) / ((1 + 2 * 0.9) * lr)),
+])
+def test_threshold_closed_forms(name, params, expected):
+    for lr in (0.01, 0.5):
+        assert OPTIMIZERS[name](**params).stability.threshold(lr) == pytest.approx(expected(lr),
+                                                                                   rel=1e-14)
+    assert gd().stability.stable_lr(10.0) == pytest.approx(0.2)
+
+
+def test_threshold_holds_in_the_runner():
+    """The real runner on ½λx²: 1 % under the heavy-ball threshold converges, 1 % over diverges."""
+    opt = momentum(momentum=0.9)
+    lr = 0.1
+    lam = float(opt.stability.threshold(lr))
+    for factor, outcome in ((0.99, "converged"), (1.01, "diverged")):
+        q = quadratic(dim=1, eigenvalues=[lam * factor])
+        r = run(q, np.array([1.0]), opt, lr, max_steps=6000, grad_tol=1e-8, diverge_above=1e8)
+        assert r.status[0].outcome == outcome
+
+
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+def test_adaptive_rules_have_no_fixed_threshold_and_never_blow_up(name):
+    """No threshold: their steps are bounded whatever the curvature, so at lr·λ = 1e4 (far
+    beyond any momentum threshold) the iterate on ½λx² stays within a few lr of its start."""
+    opt = OPTIMIZERS[name]()
+    assert opt.stability.limit is None and opt.stability.threshold(0.1) is None
+    assert opt.stability.rule.startswith("none: ")
+    lr, lam = 0.1, 1e5
+    q = quadratic(dim=1, eigenvalues=[lam])
+    r = run(q, np.array([1.0]), opt, lr, max_steps=2000)
+    assert r.status[0].outcome == "max_steps"
+    assert np.all(np.abs(r.trace.path[:, 0, 0]) <= 1.0 + 20 * lr)
