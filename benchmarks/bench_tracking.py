@@ -28,11 +28,11 @@ def frozen_descent():
     original_descend, original_code = pipeline._descend, pipeline.code_version
     code = original_code()
 
-    def descend(plan):
+    def descend(plan, *extra):
         key = (plan.run_kwargs["max_steps"], plan.x0.tobytes(), plan.lr.tobytes())
         if key not in _results:
             say(f"  computing the {plan.run_kwargs['max_steps']}-step descent once (untimed)")
-            _results[key] = original_descend(plan)
+            _results[key] = original_descend(plan, *extra)
         return _results[key]
 
     pipeline._descend, pipeline.code_version = descend, lambda: dict(code)

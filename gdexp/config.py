@@ -220,9 +220,14 @@ def diagnostics_options(cfg: DictConfig) -> Optional[dict]:
     if targets is None or targets.size == 0:
         raise ConfigError("diagnostics.targets: expected a non-empty list of exponents k "
                           "(targets f - f* <= 10^k), got []")
+    every = number(cfg, "diagnostics.sharpness_every", minimum=0, integer=True)
+    tol = number(cfg, "diagnostics.sharpness_tol", minimum=0, strict=True)
+    if tol >= 1:
+        raise ConfigError(f"diagnostics.sharpness_tol: expected a number in (0, 1), got {tol:g}")
     return {"exponents": targets.tolist(),
             "max_hessian_starts": number(cfg, "diagnostics.max_hessian_starts", minimum=1,
-                                         integer=True)}
+                                         integer=True),
+            "sharpness_every": every, "sharpness_tol": tol}
 
 
 SWEEP_METRICS = ("final_loss", "steps")

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Sequence
 
-import autograd.numpy as anp
 import numpy as np
-from autograd import grad
 
 from .descent import Result, Trace
 from .objectives import Objective
 from .optimizers import Stability, gd
+from .sharpness import hvp_at
 
 # Targets of the fixed-target analysis: f − f* ≤ 10^k for each k.
 DEFAULT_TARGET_EXPONENTS = (1, 0, -1, -2, -4, -6, -8)
@@ -48,18 +48,18 @@ def hessians(objective: Objective, x: np.ndarray) -> np.ndarray:
     The columns do not interact, so with S(X) = Σ_j f(x_j) the gradient of ⟨∇S(X), V⟩ with
     respect to X has column j equal to H_j v_j. Taking every v_j = e_i gives column i of every
     H_j at once: the cost is d reverse-over-reverse passes over the batch, whatever k is
-    (instead of k separate `autograd.hessian` calls of ≈0.7 ms each in 2-D).
+    (instead of k separate `autograd.hessian` calls of ≈0.7 ms each in 2-D); the gradient's
+    graph is traced once and reused by the d products.
     """
     x = np.asarray(x, dtype=float)
     d, k = x.shape
-    grad_sum = grad(lambda z: anp.sum(objective.f(z)))
-    hvp = grad(lambda z, v: anp.sum(grad_sum(z) * v))
     out = np.empty((k, d, d))
     with np.errstate(all="ignore"):
+        hvp = hvp_at(objective, x)  # the gradient's graph traced once, one pass per column
         for i in range(d):
             v = np.zeros((d, k))
             v[i] = 1.0
-            out[:, :, i] = np.asarray(hvp(x, v)).T
+            out[:, :, i] = np.asarray(hvp(v)).T
     return 0.5 * (out + np.swapaxes(out, 1, 2))  # symmetric up to rounding; make it exact
 
 
@@ -351,6 +351,55 @@ def fixed_target(trace: Trace, steps_taken: np.ndarray, f_star: float,
             "resolution": resolution, "f_star": float(f_star)}
 
 
+# ----------------------------------------------------------------------------- sharpness
+
+# The "late" part of a sharpness curve: its last 30 % of steps (the edge-of-stability window).
+TAIL_FRACTION = 0.3
+
+
+def sharpness_summary(arrays: dict, steps_taken: np.ndarray,
+                      tail: float = TAIL_FRACTION) -> dict:
+    """Curves and scalars of a recorded sharpness curve (see ``sharpness.SharpnessMonitor``).
+
+    Curves ``sharpness``, ``stability_threshold``, ``sharpness_ratio`` (sharpness / threshold):
+    the start's own for one start, the median over starts for many. Per start, over the
+    evaluations it made: ``sharpness_x0`` (at step 0), ``sharpness_final`` (last), ``sharpness_max``,
+    ``sharpness_ratio_max`` and ``sharpness_ratio_tail`` — the median ratio over the last
+    ``tail`` of the steps the start took (k ≥ (1 − tail)·steps); metrics are medians over
+    starts. ``sharpness_products``: mean Hessian-vector products per evaluation.
+    """
+    k = arrays["sharpness_steps"]
+    lam, ratio, thr = arrays["sharpness"], arrays["sharpness_ratio"], arrays["stability_threshold"]
+    n = lam.shape[1] if lam.ndim == 2 else 0
+    out_curves, per = {}, {}
+    if k.size == 0 or n == 0:
+        return {"metrics": {}, "curves": {}, "per_start": {}}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fin = np.where(np.isfinite(lam), lam, np.nan)
+        rat = np.where(np.isfinite(ratio), ratio, np.nan)
+        for name, a in (("sharpness", fin), ("stability_threshold", thr),
+                        ("sharpness_ratio", rat)):
+            c = a[:, 0] if n == 1 else row_median(np.where(np.isfinite(a), a, np.nan))
+            keep = np.isfinite(c)
+            if keep.any():
+                out_curves[name] = (k[keep], c[keep])
+        first = np.argmax(np.isfinite(fin), axis=0)
+        seen = np.isfinite(fin).any(axis=0)
+        last = fin.shape[0] - 1 - np.argmax(np.isfinite(fin[::-1]), axis=0)
+        cols = np.arange(n)
+        late = k[:, None] >= (1.0 - tail) * np.asarray(steps_taken, dtype=float)[None, :]
+        per["sharpness_x0"] = np.where(seen & (k[first] == 0), fin[first, cols], np.nan)
+        per["sharpness_final"] = np.where(seen, fin[last, cols], np.nan)
+        per["sharpness_max"] = np.nanmax(fin, axis=0)
+        per["sharpness_ratio_max"] = np.nanmax(rat, axis=0)
+        per["sharpness_ratio_tail"] = row_median(np.where(late, rat, np.nan).T)
+    metrics = {key: _summary(v) for key, v in per.items()}
+    used = arrays["sharpness_products"][np.isfinite(fin)]
+    metrics["sharpness_products"] = float(used.mean()) if used.size else math.nan
+    return {"metrics": metrics, "curves": out_curves, "per_start": per}
+
+
 # ----------------------------------------------------------------------------- all together
 
 def _summary(values: np.ndarray) -> float:
@@ -361,7 +410,7 @@ def _summary(values: np.ndarray) -> float:
 def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
             exponents: Sequence[float] = DEFAULT_TARGET_EXPONENTS,
             max_hessian_starts: int = MAX_HESSIAN_STARTS, rel_tol: float = REL_TOL,
-            stability: Optional[Stability] = None) -> dict:
+            stability: Optional[Stability] = None, sharpness: Optional[dict] = None) -> dict:
     """Every diagnostic of one run, shaped for logging.
 
     Returns a dict with ``metrics`` (name → float; may hold non-finite values, which a
@@ -373,7 +422,9 @@ def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
     If f cannot be differentiated twice, the curvature part is left out and the tag
     ``hessian_error`` says why; the rest needs no derivatives and always runs.
     ``stability`` is the optimizer's (default GD's): the stable rates, ``stability_limit``
-    (largest stable lr·L) and the tag ``stability_rule`` follow it.
+    (largest stable lr·L) and the tag ``stability_rule`` follow it. ``sharpness`` is what
+    ``sharpness.SharpnessMonitor.arrays`` returns, if the run recorded it (see
+    `sharpness_summary`).
     Cost: 4·d batched Hessian-vector products plus a few vectorised passes over the trace.
     """
     n = result.n
@@ -396,7 +447,7 @@ def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
     if sm is not None:
         parts["smoothness"] = sm
         for key in ("L_x0", "L_final", "lambda_min_final", "stable_lr_x0", "stable_lr_final",
-                    "lr_L_x0", "lr_L_final", "stability_threshold"):
+                    "lr_L_x0", "lr_L_final"):
             metrics[key] = _summary(sm[key])
             arrays[key] = sm[key]
         arrays["hessian_starts"] = sm["starts"]
@@ -410,6 +461,13 @@ def analyse(objective: Objective, result: Result, *, optimizer: str = "gd",
         for cls in POINT_CLASSES:
             metrics[f"fraction_point_{cls.replace('-', '_')}"] = \
                 sm["point_class"].count(cls) / len(sm["point_class"])
+
+    if sharpness is not None:
+        sh = sharpness_summary(sharpness, result.steps)
+        parts["sharpness"] = sh
+        metrics.update(sh["metrics"])
+        curves.update(sh["curves"])
+        arrays.update(sharpness)
 
     tr = taylor_ratio(result.trace, result.steps)
     parts["taylor"] = tr

@@ -261,8 +261,9 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
     tracking_on = cfg.tracking.enabled
     code = code_version()
     if not tracking_on:
-        result = _descend(plan)
-        diag = _diagnose(cfg, plan, result)
+        monitor = sharpness_monitor(plan)
+        result = _descend(plan, monitor)
+        diag = _diagnose(cfg, plan, result, monitor)
         write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
         print(describe(name, plan.objective, result), file=out)
         return Outcome(result)
@@ -289,8 +290,9 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
     run_id = run.info.run_id
     with tracking.run_status(client, run_id):
         tracking.log(client, run_id, params=tracking.flatten(resolved))
-        result = _descend(plan)
-        diag = _diagnose(cfg, plan, result)
+        monitor = sharpness_monitor(plan)
+        result = _descend(plan, monitor)
+        diag = _diagnose(cfg, plan, result, monitor)
         art = write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
         stamp = int(time.time() * 1000)
         cap = cfg.tracking.max_curve_points
@@ -310,16 +312,44 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
     return Outcome(result, run_id, experiment_id, uri)
 
 
-def _diagnose(cfg: DictConfig, plan: config.Plan, result: Result) -> Optional[dict]:
+def sharpness_monitor(plan: config.Plan):
+    """The sharpness callback when ``diagnostics.sharpness_every`` > 0, else None."""
+    opts = plan.diagnostics or {}
+    if not opts.get("sharpness_every"):
+        return None
+    from .sharpness import SharpnessMonitor
+
+    return SharpnessMonitor(plan.objective, opts["sharpness_every"], tol=opts["sharpness_tol"])
+
+
+def _rates(plan: config.Plan):
+    """Each start's scheduled rate at the given steps, (m, n) (the threshold moves with it)."""
+    def lr_at(steps):
+        factor = np.array([1.0 if plan.schedule is None else plan.schedule(int(k))
+                           for k in steps], dtype=float)
+        return factor[:, None] * plan.lr[None, :]
+
+    return lr_at
+
+
+def _diagnose(cfg: DictConfig, plan: config.Plan, result: Result,
+              monitor=None) -> Optional[dict]:
     if plan.diagnostics is None:
         return None
     from . import diagnostics
 
+    opts = {k: v for k, v in plan.diagnostics.items() if not k.startswith("sharpness_")}
+    sharp = None if monitor is None else monitor.arrays(_rates(plan), plan.optimizer.stability)
     return diagnostics.analyse(plan.objective, result, optimizer=cfg.optimizer.name,
-                               stability=plan.optimizer.stability, **plan.diagnostics)
+                               stability=plan.optimizer.stability, sharpness=sharp, **opts)
 
 
-def _descend(plan: config.Plan) -> Result:
+def _descend(plan: config.Plan, monitor=None) -> Result:
+    # The sharpness monitor rides on descent.run's one callback port, next to the progress
+    # line: the loop itself knows nothing about it.
+    from .sharpness import chain
+
     return descent.run(plan.objective, plan.x0, plan.optimizer, plan.lr,
                        schedule=plan.schedule, line_search=plan.line_search,
-                       callback=Progress(), **plan.run_kwargs)
+                       callback=chain(Progress(), monitor) if monitor else Progress(),
+                       **plan.run_kwargs)

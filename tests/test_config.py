@@ -131,7 +131,7 @@ def test_unknown_preset_lists_the_available_ones(outputs):
 
 def test_core_does_not_import_the_edges():
     code = ("import sys, gdexp, gdexp.objectives, gdexp.inits, gdexp.optimizers, gdexp.checks, "
-            "gdexp.schedules, gdexp.descent\n"
+            "gdexp.schedules, gdexp.descent, gdexp.sharpness\n"
             "import importlib.util\n"
             "if importlib.util.find_spec('gdexp.diagnostics'): import gdexp.diagnostics\n"
             "bad = [m for m in ('mlflow', 'hydra', 'omegaconf', 'matplotlib') if m in sys.modules]\n"

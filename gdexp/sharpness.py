@@ -1,0 +1,171 @@
+"""Sharpness along the path: λmax of the full-batch Hessian by batched, warm-started Lanczos on Hessian-vector products."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad, make_vjp
+
+from .objectives import Objective, colsum
+from .optimizers import Stability
+
+# Lanczos stops for a start once its top Ritz pair (θ, u) has ‖H u − θ u‖ ≤ tol·|θ| ...
+DEFAULT_TOL = 1e-6
+# ... or after this many Hessian-vector products (then the value is the best Ritz value found).
+MAX_ITER = 60
+
+
+def hvp_at(objective: Objective, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``v ↦ H v`` per column at the columns of x (d, n), never forming H.
+
+    With S(X) = Σ_j f(x_j), the gradient of S has column j equal to ∇f(x_j), and its vector-
+    Jacobian product with V has column j equal to H_j v_j (H symmetric): columns do not mix.
+    The gradient's graph is traced once and each product is one reverse pass through it.
+    """
+    grad_sum = grad(lambda z: anp.sum(objective.f(z)))
+    vjp, _ = make_vjp(grad_sum)(x)
+    return vjp
+
+
+def _colnorm(v):
+    return np.sqrt(colsum(v * v))
+
+
+def start_vector(d: int, n: int) -> np.ndarray:
+    """The same fixed pseudo-random unit vector for every column (so a column alone and in a
+    batch start alike); generic, i.e. not orthogonal to any eigenvector in practice."""
+    r = np.random.default_rng(20200101).standard_normal(d)
+    r /= math.sqrt(float(np.cumsum(r * r)[-1]))
+    return np.repeat(r[:, None], n, axis=1)
+
+
+def lanczos_top(hvp: Callable, v0: np.ndarray, tol: float = DEFAULT_TOL,
+                max_iter: int = MAX_ITER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Largest eigenvalue and its eigenvector per column, by Lanczos with full reorthogonalisation.
+
+    ``hvp`` maps (d, n) → (d, n) column by column; ``v0`` (d, n) are the start vectors (e.g.
+    the previous top eigenvectors). Each column stops (its values are frozen, so they do not
+    depend on the other columns) at the first iteration where the residual of its top Ritz
+    pair ‖H u − θ u‖ = |β_j·s_j| is ≤ tol·|θ|, where the Krylov space is exhausted (β = 0), or
+    at ``max_iter``. Returns θ (n,), u (d, n) and the products used per column (n,).
+    By the Kato–Temple bound |θ − λ| ≤ (tol·θ)²/gap, and θ ≤ λmax always (Rayleigh–Ritz).
+    """
+    d, n = v0.shape
+    m = max(1, min(int(max_iter), d))
+    q = np.array(v0, dtype=float)
+    bad = ~np.all(np.isfinite(q), axis=0) | (_colnorm(q) == 0)
+    if bad.any():
+        q[:, bad] = start_vector(d, int(bad.sum()))
+    q = q / _colnorm(q)
+    basis = [q]
+    alpha, beta = [], []
+    theta = np.full(n, np.nan)
+    u = q.copy()
+    used = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    with np.errstate(all="ignore"):
+        for j in range(m):
+            w = np.asarray(hvp(basis[j]), dtype=float)
+            a = colsum(basis[j] * w)
+            alpha.append(a)
+            for qi in basis:  # full reorthogonalisation: cheap next to an HVP, and robust
+                w = w - qi * colsum(qi * w)
+            for qi in basis:
+                w = w - qi * colsum(qi * w)
+            b = _colnorm(w)
+            k = j + 1
+            t = np.zeros((n, k, k))
+            idx = np.arange(k)
+            t[:, idx, idx] = np.stack(alpha, axis=1)
+            if k > 1:
+                off = np.stack(beta, axis=1)
+                t[:, idx[:-1], idx[1:]] = off
+                t[:, idx[1:], idx[:-1]] = off
+            finite = np.all(np.isfinite(t), axis=(1, 2)) & np.isfinite(b)
+            th = np.full(n, np.nan)
+            s = np.full((n, k), np.nan)
+            if finite.any():
+                ev, vecs = np.linalg.eigh(t[finite])
+                th[finite], s[finite] = ev[:, -1], vecs[:, :, -1]
+            resid = np.abs(b * s[:, -1])
+            scale = np.maximum(np.abs(th), np.finfo(float).tiny)
+            stop = ~done & (~finite | (resid <= tol * scale) | (b <= 1e-14 * scale)
+                            | (k == m))
+            if stop.any():
+                vec = sum(s[:, i][None, :] * basis[i] for i in range(k))
+                theta[stop] = th[stop]
+                u[:, stop] = vec[:, stop]
+                used[stop] = k
+                done |= stop
+            if done.all():
+                break
+            basis.append(w / np.where(b > 0, b, 1.0))
+            beta.append(b)
+    return theta, u, used
+
+
+class SharpnessMonitor:
+    """A descent callback: every ``every`` steps, λmax(∇²f(x_k)) of every start, warm-started.
+
+    Records, for the steps k = 0, every, 2·every, … (and only for starts still descending, or
+    stopping at that very step; NaN otherwise), ``sharpness`` (m, n) and the Hessian-vector
+    products used. ``objective.f`` is the full-batch loss, whatever the steps use.
+    """
+
+    def __init__(self, objective: Objective, every: int, tol: float = DEFAULT_TOL,
+                 max_iter: int = MAX_ITER):
+        self.objective, self.every, self.tol, self.max_iter = objective, int(every), tol, max_iter
+        self.steps: list[int] = []
+        self.values: list[np.ndarray] = []
+        self.products: list[np.ndarray] = []
+        self._u: Optional[np.ndarray] = None
+        self._was_active: Optional[np.ndarray] = None
+
+    def __call__(self, k, x, f, grad_norm, active):
+        was = self._was_active if self._was_active is not None else np.ones(active.shape, bool)
+        self._was_active = np.array(active, dtype=bool)
+        if k % self.every:
+            return
+        keep = active | was
+        if not keep.any():
+            return
+        if self._u is None:
+            self._u = start_vector(*x.shape)
+        with np.errstate(all="ignore"):
+            theta, u, used = lanczos_top(hvp_at(self.objective, x), self._u, self.tol,
+                                         self.max_iter)
+        ok = np.all(np.isfinite(u), axis=0)
+        self._u = np.where(ok, u, self._u)
+        self.steps.append(int(k))
+        self.values.append(np.where(keep, theta, np.nan))
+        self.products.append(np.where(keep, used, 0))
+
+    def arrays(self, lr_at: Callable[[np.ndarray], np.ndarray],
+               stability: Stability) -> dict[str, np.ndarray]:
+        """``sharpness_steps`` (m,), ``sharpness``, ``stability_threshold``, ``sharpness_ratio``
+        (m, n) and ``sharpness_products`` (m, n). ``lr_at(steps)`` (m, n) gives each start's
+        rate at those steps (the threshold moves with a schedule); the threshold is NaN for
+        an optimizer without one."""
+        steps = np.asarray(self.steps, dtype=np.int64)
+        n = self._was_active.size if self._was_active is not None else 0
+        lam = np.array(self.values).reshape(len(steps), n)
+        thr = stability.threshold(lr_at(steps)) if len(steps) else None
+        thr = np.full(lam.shape, np.nan) if thr is None else np.broadcast_to(thr, lam.shape)
+        with np.errstate(all="ignore"):
+            ratio = lam / thr
+        return {"sharpness_steps": steps, "sharpness": lam,
+                "stability_threshold": np.array(thr, dtype=float), "sharpness_ratio": ratio,
+                "sharpness_products": np.array(self.products).reshape(len(steps), n)}
+
+
+def chain(*callbacks) -> Callable:
+    """One descent callback calling each of ``callbacks`` (None entries skipped) in order."""
+    cbs = [c for c in callbacks if c is not None]
+
+    def call(k, x, f, grad_norm, active):
+        for c in cbs:
+            c(k, x, f, grad_norm, active)
+
+    return call
