@@ -228,6 +228,9 @@ def build(cfg: DictConfig) -> Plan:
     objective = build_objective(cfg)
 
     init_name = _choice(cfg, "init", INITS)
+    if init_name == "model" and objective.init_model is None:
+        raise ConfigError(f"init.name: expected fixed, grid, normal or uniform for objective "
+                          f"{objective.name!r} (model is for learning objectives), got 'model'")
     n_starts = number(cfg, "init.n_starts", minimum=1, integer=True)
     init_params = _params(cfg, "init", INITS[init_name], skip=("name", "n_starts"))
     for key in ("x0", "low", "high", "mean", "std"):

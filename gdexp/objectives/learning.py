@@ -247,7 +247,10 @@ def logistic(data: Optional[Dataset] = None, l2: float = 1e-2) -> Objective:
     Two classes: one logit z = x·w + b, loss log(1 + e^z) − y·z (dim p + 1); k > 2 classes:
     softmax over k logits (dim (p + 1)·k). l2 > 0 makes the loss strictly convex, so the
     minimum is unique; it is computed at build time by damped Newton with closed-form
-    derivatives, to machine precision, and listed. Default data: ``moons``.
+    derivatives, to machine precision, and listed. With two classes the smoothness
+    constant is exact: the Hessian Aᵀdiag(s(1−s))A/m + l2·I is largest at s = ½ (x = 0), so
+    L = λmax(AᵀA)/(4m) + l2, and μ = l2 is the infimum of λmin (``constants``).
+    Default data: ``moons``.
     """
     data = dataset_or_default(data, "moons")
     if data.task != CLASSIFICATION:
@@ -262,8 +265,14 @@ def logistic(data: Optional[Dataset] = None, l2: float = 1e-2) -> Objective:
     kk = 1 if k == 2 else k
     wm = w.reshape(data.n_features + 1, kk)
     x_star = np.concatenate([wm[:-1].ravel(), wm[-1]])
+    constants = {}
+    if k == 2:
+        a = _design(data.x_train)
+        constants = {"L": float(np.linalg.eigvalsh(a.T @ a)[-1] / (4 * a.shape[0]) + l2),
+                     "mu": l2}
     return _build("logistic", data, net, head, l2, {"l2": l2}, minima=[x_star],
-                  box=max(3.0, 2 * float(np.max(np.abs(x_star)))), start=np.zeros(net.dim))
+                  box=max(3.0, 2 * float(np.max(np.abs(x_star)))), start=np.zeros(net.dim),
+                  constants=constants)
 
 
 def mlp(data: Optional[Dataset] = None, hidden: Sequence[int] = (20, 20),
