@@ -12,6 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from .descent import Armijo
 from .inits import INITS
 from .objectives import OBJECTIVES, Objective
+from .objectives.data import CLASSIFICATION, DATASETS, REGRESSION, TASKS, Dataset
+from .objectives.learning import ACTIVATIONS, LEARNING, LOSSES
+from .sampling import SAMPLINGS
 from .optimizers import OPTIMIZERS, Optimizer
 from .paths import CONF_DIR, EXPERIMENTS_DIR, ROOT, outputs_dir  # noqa: F401 (re-exported)
 from .schedules import SCHEDULES
@@ -81,7 +84,7 @@ def _params(cfg: DictConfig, group: str, factory: Callable, skip=("name",)) -> d
     params = {k: v for k, v in OmegaConf.to_container(cfg[group], resolve=True).items()
               if k not in skip}
     sig = inspect.signature(factory)
-    allowed = [p for p in sig.parameters if p not in ("objective", "n_starts", "rng")]
+    allowed = [p for p in sig.parameters if p not in ("objective", "n_starts", "rng", "data")]
     for key in params:
         if key not in allowed:
             raise ConfigError(f"{group}.{key}: unknown parameter of {group} "
@@ -118,7 +121,105 @@ def _vector(cfg: DictConfig, key: str, dim: Optional[int] = None) -> Optional[np
 def build_objective(cfg: DictConfig) -> Objective:
     name = _choice(cfg, "objective", OBJECTIVES)
     factory = OBJECTIVES[name]
-    return _call("objective", name, factory, **_params(cfg, "objective", factory))
+    params = _params(cfg, "objective", factory)
+    if name not in LEARNING:
+        data_name = OmegaConf.select(cfg, "data.name", default="none")
+        if data_name != "none":
+            raise ConfigError(f"data.name: expected none (objective {name!r} takes no data), "
+                              f"got {_fmt(data_name)}")
+        return _call("objective", name, factory, **params)
+    data = build_data(cfg, name, params)
+    _check_learning_params(cfg, name, params)
+    return _call("objective", name, factory, data=data, **params)
+
+
+# Data keys that drive the runner, not the loader.
+RUNNER_DATA_KEYS = ("batch_size", "sampling", "eval_every")
+
+
+def _learning_tasks(name: str, params: dict) -> tuple[str, ...]:
+    """The data tasks an objective accepts with these parameters."""
+    if name == "least_squares":
+        return (REGRESSION,)
+    if name == "logistic" or params.get("loss") == "cross_entropy":
+        return (CLASSIFICATION,)
+    return (REGRESSION, CLASSIFICATION)
+
+
+def build_data(cfg: DictConfig, objective_name: str, objective_params: dict) -> Dataset:
+    """Load the data set a learning objective needs, checking every data.* key."""
+    name = OmegaConf.select(cfg, "data.name", default="none")
+    tasks = _learning_tasks(objective_name, objective_params)
+    fitting = sorted(k for k, t in TASKS.items() if t in tasks)
+    what = "a data set" if len(tasks) > 1 else f"a {tasks[0]} data set"
+    if name not in DATASETS:
+        raise ConfigError(f"data.name: expected {what} for objective {objective_name!r} "
+                          f"({', '.join(fitting)}), got {_fmt(name)}")
+    if TASKS[name] not in tasks:
+        if objective_name == "mlp":  # loss=cross_entropy on a regression set
+            raise ConfigError(f"objective.loss: expected null or mse for regression data "
+                              f"{name!r}, got 'cross_entropy'")
+        raise ConfigError(f"data.name: expected {what} for objective {objective_name!r} "
+                          f"({', '.join(fitting)}), got {_fmt(name)}")
+    loader = DATASETS[name]
+    params = _params(cfg, "data", loader, skip=("name",) + RUNNER_DATA_KEYS)
+    if "test_fraction" in params:
+        v = params["test_fraction"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ConfigError(f"data.test_fraction: expected a number in [0, 1), got {_fmt(v)}")
+    for key in ("n_samples", "n_features", "degree", "seed"):
+        if key in params:
+            low = {"n_samples": 4 if name == "moons" else 2, "n_features": 1}.get(key, 0)
+            number(cfg, f"data.{key}", minimum=low, integer=True)
+            params[key] = int(params[key])
+    if "noise" in params:
+        number(cfg, "data.noise", minimum=0)
+    if "standardize" in params and not isinstance(params["standardize"], bool):
+        raise ConfigError(f"data.standardize: expected true or false, "
+                          f"got {_fmt(params['standardize'])}")
+    return _call("data", name, loader, **params)
+
+
+def _check_learning_params(cfg: DictConfig, name: str, params: dict) -> None:
+    """Type and range checks of the learning objectives' keys, in the one-line format."""
+    if "l2" in params:
+        number(cfg, "objective.l2", minimum=0, strict=(name == "logistic"))
+    if "init_gain" in params:
+        number(cfg, "objective.init_gain", minimum=0, strict=True)
+    if "hidden" in params:
+        h = params["hidden"]
+        if not isinstance(h, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in h):
+            raise ConfigError(f"objective.hidden: expected a list of integers > 0, got {_fmt(h)}")
+    if "activation" in params and params["activation"] not in ACTIVATIONS:
+        raise ConfigError(f"objective.activation: expected one of {', '.join(ACTIVATIONS)}, "
+                          f"got {_fmt(params['activation'])}")
+    if params.get("loss") is not None and params["loss"] not in LOSSES:
+        raise ConfigError(f"objective.loss: expected null or one of {', '.join(LOSSES)}, "
+                          f"got {_fmt(params['loss'])}")
+
+
+def minibatch_options(cfg: DictConfig, objective: Objective) -> dict:
+    """descent.run keyword arguments for a learning objective: batches and evaluations."""
+    node = cfg.data
+    n = objective.n_samples
+    batch_size = node.get("batch_size")
+    if batch_size is not None:
+        ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) \
+            and 1 <= batch_size <= n
+        if not ok:
+            raise ConfigError(f"data.batch_size: expected null or an integer in [1, {n}] "
+                              f"(the training samples), got {_fmt(batch_size)}")
+    sampling = node.get("sampling", "epoch")
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"data.sampling: expected one of {', '.join(SAMPLINGS)}, "
+                          f"got {_fmt(sampling)}")
+    eval_every = node.get("eval_every")
+    if eval_every is not None:
+        eval_every = number(cfg, "data.eval_every", minimum=1, integer=True)
+    return {"batch_size": batch_size, "sampling": sampling, "eval_every": eval_every,
+            "batch_seed": number(cfg, "seed", minimum=0, integer=True),
+            "evaluate": objective.evaluate}
 
 
 def build(cfg: DictConfig) -> Plan:
@@ -127,6 +228,9 @@ def build(cfg: DictConfig) -> Plan:
     objective = build_objective(cfg)
 
     init_name = _choice(cfg, "init", INITS)
+    if init_name == "model" and objective.init_model is None:
+        raise ConfigError(f"init.name: expected fixed, grid, normal or uniform for objective "
+                          f"{objective.name!r} (model is for learning objectives), got 'model'")
     n_starts = number(cfg, "init.n_starts", minimum=1, integer=True)
     init_params = _params(cfg, "init", INITS[init_name], skip=("name", "n_starts"))
     for key in ("x0", "low", "high", "mean", "std"):
@@ -191,6 +295,8 @@ def build(cfg: DictConfig) -> Plan:
         trace_budget=number(cfg, "trace_budget", minimum=1, integer=True),
         path_budget=number(cfg, "path_budget", minimum=1, integer=True),
     )
+    if objective.n_samples:
+        run_kwargs.update(minibatch_options(cfg, objective))
     return Plan(objective, x0, optimizer, lr, schedule, line_search, run_kwargs,
                 diagnostics_options(cfg))
 

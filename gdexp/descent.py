@@ -1,7 +1,7 @@
 """The runner: batched descent from many starts, with stopping rules and a bounded trace."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, NamedTuple, Optional
 
@@ -10,6 +10,7 @@ from autograd import make_vjp
 
 from .objectives import Objective
 from .optimizers import Optimizer
+from .sampling import BatchSampler
 
 
 class Status(Enum):
@@ -103,7 +104,13 @@ class _Recorder:
 
 @dataclass(frozen=True)
 class Trace:
-    """Per-step records. ``steps`` indexes the rows of the curves, ``path_steps`` the path's."""
+    """Per-step records. ``steps`` indexes the rows of the curves, ``path_steps`` the path's.
+
+    In a mini-batch run ``loss`` and ``grad_norm`` are the full-batch f and ‖∇f‖ on the
+    evaluation steps only (``steps``), ``batch_loss`` the mini-batch loss of every step
+    (``batch_steps``). ``evals`` holds the objective's own evaluations (test loss, accuracy)
+    on ``eval_steps``.
+    """
 
     steps: np.ndarray      # (m,)
     loss: np.ndarray       # (m, n)
@@ -111,6 +118,10 @@ class Trace:
     lr: np.ndarray         # (m, n): the step size actually used at that step
     path_steps: np.ndarray  # (p,)
     path: np.ndarray       # (p, d, n)
+    batch_steps: Optional[np.ndarray] = None  # (b,) mini-batch runs only
+    batch_loss: Optional[np.ndarray] = None   # (b, n)
+    eval_steps: Optional[np.ndarray] = None   # (e,) when an evaluate function was given
+    evals: dict = field(default_factory=dict)  # name -> (e, n)
 
     @property
     def full_resolution(self) -> bool:
@@ -149,14 +160,15 @@ def batched_value_and_grad(f: Callable) -> Callable:
 
     Columns do not interact, so pulling a cotangent of ones back through f gives every
     column's own gradient (the gradient of Σ_j f(x_j)) together with the values.
+    Extra arguments (a mini-batch's indices) are passed on to f.
     """
     forward = make_vjp(f)
 
-    def value_and_grads(x):
+    def value_and_grads(x, *args):
         if x.shape[1] == 1:  # one start: autograd is ~15% cheaper on a (d,) point than on (d, 1)
-            vjp, fx = forward(x[:, 0])
+            vjp, fx = forward(x[:, 0], *args)
             return np.reshape(fx, (1,)), vjp(np.ones_like(fx))[:, None]
-        vjp, fx = forward(x)
+        vjp, fx = forward(x, *args)
         return fx, vjp(np.ones_like(fx))
 
     return value_and_grads
@@ -200,7 +212,9 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
         diverge_above: float = np.inf, schedule: Optional[Callable[[int], float]] = None,
         line_search: Optional[Armijo] = None, basin_tol: float = 1e-2,
         trace_budget: int = 5_000_000, path_budget: int = 2_000_000,
-        callback: Optional[Callable] = None) -> Result:
+        callback: Optional[Callable] = None, batch_size: Optional[int] = None,
+        sampling: str = "epoch", batch_seed: int = 0, eval_every: Optional[int] = None,
+        evaluate: Optional[Callable] = None) -> Result:
     """Descend from every column of ``x0`` (shape (d,) or (d, n)) until each start stops.
 
     Per start the rules are checked on the current iterate x_k, in this order: diverged (f or
@@ -212,6 +226,16 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     ``line_search`` backtracks from that rate. ``callback(k, x, f, grad_norm, active)``, if
     given, is called once per step. The curves keep at most ``trace_budget`` values and the
     path at most ``path_budget`` values (then thinned evenly, see ``_Recorder``).
+
+    Mini-batch SGD (a learning objective, ``f(x, idx)``): with ``batch_size`` set, step k
+    uses the gradient on the samples ``BatchSampler(batch_seed, n_samples, batch_size,
+    sampling)(k)`` — the same batch for every start. The full-batch f and ∇f are evaluated
+    every ``eval_every`` steps (default: once per epoch), at ``max_steps``, and whenever the
+    batch loss is not finite; the stopping rules are checked on those evaluation steps only,
+    on full-batch quantities (‖∇f‖, f against the previous evaluation, the last step's length).
+    The callback then sees the latest evaluation's f and ‖∇f‖. ``evaluate(x) -> {name: (n,)}``
+    (held-out loss, accuracy) is recorded every ``eval_every`` steps (full batch: default
+    max_steps/200) and at the end, in ``trace.evals``.
     """
     x = np.array(x0, dtype=float)
     if x.ndim == 1:
@@ -221,6 +245,18 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     base_lr = np.broadcast_to(np.asarray(lr, dtype=float), (n,)).copy()
     vg = batched_value_and_grad(objective.f)
     state = optimizer.init(x)
+    minibatch = batch_size is not None
+    if minibatch:
+        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling)
+        every = int(eval_every) if eval_every else sampler.per_epoch
+        batches = _Recorder(trace_budget // n, {"batch_loss": (n,)})
+    else:
+        every = int(eval_every) if eval_every else max(1, max_steps // 200)
+    evals = None
+    if evaluate is not None:
+        first = evaluate(x)
+        eval_names = tuple(first)
+        evals = _Recorder(trace_budget // n, {k: (n,) for k in eval_names})
 
     curves = _Recorder(trace_budget // n, {"loss": (n,), "grad_norm": (n,), "lr": (n,)})
     path = _Recorder(path_budget // (d * n), {"x": (d, n)})
@@ -233,8 +269,20 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     k = 0
     with np.errstate(all="ignore"):  # overflow is detected below, not warned about
         while True:
-            f, g = vg(x)
-            gn = np.sqrt((g * g).sum(axis=0))
+            if minibatch:
+                idx = sampler(k)
+                fb, g = vg(x, idx)
+                batches.add(k, fb)
+                evaluating = k % every == 0 or k >= max_steps or not np.isfinite(fb).all()
+                if evaluating:
+                    f, g_full = vg(x)
+                    gn = np.sqrt((g_full * g_full).sum(axis=0))
+            else:
+                f, g = vg(x)
+                gn = np.sqrt((g * g).sum(axis=0))
+                evaluating = True
+            if evals is not None and (k % every == 0 or k >= max_steps):
+                evals.add(k, *evaluate(x).values())
             # One cheap test per step: does some rule hold for an active start? Which rule, and
             # for which starts, is sorted out only when one does.
             ok = np.isfinite(f + gn) & (f <= diverge_above)
@@ -244,7 +292,8 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
                 ok &= step_norm > step_tol
             if k > 0 and value_tol > 0:
                 ok &= np.abs(f - f_prev) > value_tol
-            if k >= max_steps or not (ok.all() if all_active else (ok | ~active).all()):
+            if evaluating and (k >= max_steps
+                               or not (ok.all() if all_active else (ok | ~active).all())):
                 new = _rule_codes(k, f, gn, f_prev, step_norm, max_steps=max_steps,
                                   grad_tol=grad_tol, step_tol=step_tol, value_tol=value_tol,
                                   diverge_above=diverge_above)
@@ -263,24 +312,40 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
                 step, state = optimizer.update(g, state, x, lr_k)
             else:
                 direction, state = optimizer.update(g, state, x, 1.0)
-                lr_k, tried = _backtrack(objective.f, x, f, g, direction, lr_k, active,
-                                         line_search)
+                if minibatch:
+                    lr_k, tried = _backtrack(lambda z: objective.f(z, idx), x, fb, g,
+                                             direction, lr_k, active, line_search)
+                else:
+                    lr_k, tried = _backtrack(objective.f, x, f, g, direction, lr_k, active,
+                                             line_search)
                 trials += tried
                 step = lr_k * direction
-            curves.add(k, f, gn, lr_k)
+            if evaluating:
+                curves.add(k, f, gn, lr_k)
+                f_prev = f
             path.add(k, x)
             x_new = x + step if all_active else np.where(active, x + step, x)
             if step_tol > 0:
                 step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))
-            f_prev = f
             x = x_new
             k += 1
         curves.close(k, f, gn, lr_k)
         path.close(k, x)
+        if minibatch:
+            batches.close(k, fb)
+        if evals is not None and (evals.size == 0 or evals.steps[evals.size - 1] != k):
+            evals.close(k, *evaluate(x).values())
     evaluations = steps + 1 + trials  # one gradient evaluation per iterate, plus the trials
     c_arrays, p_arrays = curves.arrays(), path.arrays()
+    extra = {}
+    if minibatch:
+        b_arrays = batches.arrays()
+        extra.update(batch_steps=b_arrays["steps"], batch_loss=b_arrays["batch_loss"])
+    if evals is not None:
+        e_arrays = evals.arrays()
+        extra.update(eval_steps=e_arrays.pop("steps"), evals=e_arrays)
     trace = Trace(c_arrays["steps"], c_arrays["loss"], c_arrays["grad_norm"], c_arrays["lr"],
-                  p_arrays["steps"], p_arrays["x"])
+                  p_arrays["steps"], p_arrays["x"], **extra)
     status = tuple(_CODES[c] for c in code)
     idx, dist, glob = nearest_minima(objective, x)
     diverged = np.array([s.outcome == "diverged" for s in status])

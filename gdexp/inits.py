@@ -21,9 +21,13 @@ def fixed(objective: Objective, n_starts: int, rng: np.random.Generator, x0=None
     """The point ``x0`` repeated ``n_starts`` times.
 
     ``x0 = None`` starts a quarter of the way into the plot window from its lower corner, a
-    point away from every listed minimum of the built-in objectives.
+    point away from every listed minimum of the built-in objectives; a learning objective
+    starts at its own default point instead (``objective.start``: zeros for linear models,
+    one fixed LeCun draw for an MLP).
     """
-    if x0 is None:
+    if x0 is None and objective.start is not None:
+        point = np.asarray(objective.start, dtype=float)
+    elif x0 is None:
         lower, upper = objective.plot_window
         point = lower + 0.25 * (upper - lower)
     else:
@@ -63,9 +67,19 @@ def grid(objective: Objective, n_starts: int, rng: np.random.Generator, k: int =
     return np.stack([m.ravel() for m in mesh])
 
 
+def model(objective: Objective, n_starts: int, rng: np.random.Generator) -> np.ndarray:
+    """The model's own initialisation, one independent draw per start (learning objectives:
+    LeCun-normal weights, zero biases)."""
+    if objective.init_model is None:
+        raise ValueError(f"objective {objective.name} has no model initialisation "
+                         "(init=model is for least_squares, logistic, mlp)")
+    return np.asarray(objective.init_model(rng, n_starts), dtype=float)
+
+
 INITS: dict[str, Callable[..., np.ndarray]] = {
     "fixed": fixed,
     "uniform": uniform,
     "normal": normal,
     "grid": grid,
+    "model": model,
 }

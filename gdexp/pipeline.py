@@ -98,7 +98,11 @@ def config_hash(resolved: dict, commit: str) -> str:
 def run_name(cfg: DictConfig, plan: config.Plan) -> str:
     lr = np.unique(plan.lr)
     lr_part = f"lr{lr[0]:g}" if lr.size == 1 else f"lr{lr.min():g}-{lr.max():g}x{lr.size}"
-    name = f"{cfg.objective.name}-{cfg.optimizer.name}-{lr_part}-s{cfg.seed}"
+    data = OmegaConf.select(cfg, "data.name", default="none")
+    objective = cfg.objective.name if data == "none" else f"{cfg.objective.name}-{data}"
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    batch_part = "" if batch is None else f"-b{batch}"
+    name = f"{objective}-{cfg.optimizer.name}-{lr_part}{batch_part}-s{cfg.seed}"
     return name if plan.n == 1 else f"{name}-n{plan.n}"
 
 
@@ -113,6 +117,18 @@ def outcome_tags(result: Result) -> dict[str, str]:
     if result.n == 1 and status == "diverged":
         tags["diverged_at_step"] = str(int(result.steps[0]))
     return tags
+
+
+def learning_metrics(objective, result: Result) -> dict[str, float]:
+    """Final held-out loss and accuracies (median over starts), and exact constants (L, mu)."""
+    out = {k: float(v) for k, v in objective.constants.items()}
+    t = result.trace
+    for name, values in t.evals.items():
+        last = values[-1]
+        finite = last[np.isfinite(last)]
+        if finite.size:
+            out[f"final_{name}"] = float(finite[0] if result.n == 1 else np.median(finite))
+    return out
 
 
 def summary_metrics(result: Result) -> dict[str, float]:
@@ -155,7 +171,21 @@ def curves(result: Result) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                    "grad_norm": row_median(gn)}
     if not np.all(t.lr == t.lr[0]):
         out["lr"] = t.lr[:, 0] if result.n == 1 else np.median(t.lr, axis=1)
-    return {k: (t.steps, v) for k, v in out.items()}
+    series = {k: (t.steps, v) for k, v in out.items()}
+    # mini-batch loss per step, and held-out loss / accuracies on the evaluation steps
+    extra = {}
+    if t.batch_loss is not None:
+        extra["batch_loss"] = (t.batch_steps, t.batch_loss)
+    if t.eval_steps is not None:
+        extra.update({k: (t.eval_steps, v) for k, v in t.evals.items()})
+    for key, (steps, values) in extra.items():
+        if result.n == 1:
+            series[key] = (steps, values[:, 0])
+        else:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                series[key] = (steps, row_median(np.where(np.isfinite(values), values, np.nan)))
+    return series
 
 
 def write_starts_table(path: Path, objective, result: Result) -> Path:
@@ -184,9 +214,15 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
     (art / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (art / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     t = result.trace
+    extra = {f"eval.{k}": v for k, v in t.evals.items()}
+    if t.eval_steps is not None:
+        extra["eval_steps"] = t.eval_steps
+    if t.batch_loss is not None:
+        extra.update(batch_steps=t.batch_steps, batch_loss=t.batch_loss)
     np.savez_compressed(art / "trace.npz", steps=t.steps, loss=t.loss, grad_norm=t.grad_norm,
                         lr=t.lr, path_steps=t.path_steps, path=t.path, x0=result.x0,
-                        x=result.x, f=result.f, steps_taken=result.steps, base_lr=result.lr)
+                        x=result.x, f=result.f, steps_taken=result.steps, base_lr=result.lr,
+                        **extra)
     write_starts_table(art / "starts.csv", plan.objective, result)
     if diag is not None:
         np.savez_compressed(art / "diagnostics.npz", **diag["arrays"])
@@ -297,6 +333,11 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
         stamp = int(time.time() * 1000)
         cap = cfg.tracking.max_curve_points
         scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)
+        if plan.objective.dataset is not None:
+            scalars.update(learning_metrics(plan.objective, result))
+            tags.update({f"dataset.{k}": str(v) for k, v in plan.objective.dataset.items()
+                         if k != "name"})
+            tracking.log_dataset(client, run_id, plan.objective.dataset)
         if diag is not None:
             scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
                                      {**tags, **diag["tags"]})

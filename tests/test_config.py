@@ -22,9 +22,20 @@ def test_every_group_has_options():
     assert {"objective", "init", "optimizer", "schedule", "stop", "tracking"} <= set(GROUPS)
 
 
+# Options that need a partner: a learning objective needs data, data needs a learning
+# objective, init=model needs a model.
+PARTNERS = {("objective", "least_squares"): ["data=linear"],
+            ("objective", "logistic"): ["data=moons"], ("objective", "mlp"): ["data=chebyshev"],
+            ("init", "model"): ["objective=mlp", "data=chebyshev"]}
+PARTNERS.update({("data", name): ["objective=mlp"] for name in
+                 ("linear", "moons", "chebyshev", "diabetes", "breast_cancer", "iris",
+                  "digits", "wine")})
+
+
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group, option):
-    cfg = compose_config(f"{group}={option}", "init.n_starts=1")
+    cfg = compose_config(f"{group}={option}", "init.n_starts=1",
+                         *PARTNERS.get((group, option), []))
     plan = config.build(cfg)
     assert plan.x0.shape[0] == plan.objective.dim
     assert np.all(np.isfinite(plan.x0)) and np.all(plan.lr > 0)
@@ -131,10 +142,12 @@ def test_unknown_preset_lists_the_available_ones(outputs):
 
 def test_core_does_not_import_the_edges():
     code = ("import sys, gdexp, gdexp.objectives, gdexp.inits, gdexp.optimizers, gdexp.checks, "
-            "gdexp.schedules, gdexp.descent, gdexp.sharpness\n"
+            "gdexp.schedules, gdexp.descent, gdexp.sampling, gdexp.sharpness\n"
+            "gdexp.objectives.OBJECTIVES['mlp']()\n"
             "import importlib.util\n"
             "if importlib.util.find_spec('gdexp.diagnostics'): import gdexp.diagnostics\n"
-            "bad = [m for m in ('mlflow', 'hydra', 'omegaconf', 'matplotlib') if m in sys.modules]\n"
+            "bad = [m for m in ('mlflow', 'hydra', 'omegaconf', 'matplotlib', 'sklearn', 'scipy')\n"
+            "       if m in sys.modules]\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,5 +1,6 @@
-"""The objectives gdexp descends on, in one registry: analytic test functions (``analytic``)
-and, built from the same ``Objective`` (``base``), every name the config group ``objective`` offers."""
+"""The objectives gdexp descends on, in one registry: analytic test functions (``analytic``) and
+learning problems (``learning``: a model and a loss over a data set from ``data``), all built as
+the same ``Objective`` (``base``); every name the config group ``objective`` offers."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,8 +8,11 @@ from typing import Callable
 from .analytic import (beale, booth, himmelblau, multi_well, muller_brown, quadratic, rastrigin,
                        rosenbrock, styblinski_tang)
 from .base import MAX_LISTED_MINIMA, Minimum, Objective, colsum, contract
+from .data import DATASETS, Dataset
+from .learning import least_squares, logistic, mlp
 
-__all__ = ["MAX_LISTED_MINIMA", "Minimum", "OBJECTIVES", "Objective", "colsum", "contract"]
+__all__ = ["DATASETS", "Dataset", "MAX_LISTED_MINIMA", "Minimum", "OBJECTIVES", "Objective",
+           "colsum", "contract"]
 
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "quadratic": quadratic,
@@ -20,4 +24,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "booth": booth,
     "rastrigin": rastrigin,
     "beale": beale,
+    "least_squares": least_squares,
+    "logistic": logistic,
+    "mlp": mlp,
 }

@@ -45,6 +45,14 @@ class Objective:
     plot_window: tuple[np.ndarray, np.ndarray]
     minima_complete: bool = True  # False when more minima exist than are listed
     params: dict = field(default_factory=dict)
+    # Learning objectives (model + loss over a data set) also set these. ``f(x, idx)`` then
+    # takes the indices of a mini-batch of training samples; ``idx=None`` is the full batch.
+    n_samples: int = 0                       # training samples f averages over; 0: f takes no idx
+    start: Optional[np.ndarray] = None       # default start of init=fixed without x0
+    init_model: Optional[Callable] = None    # (rng, n_starts) -> (dim, n): the model's own init
+    evaluate: Optional[Callable] = None      # x (dim, n) -> {name: (n,)}: test_loss, accuracy...
+    dataset: Optional[dict] = None           # identity of the data: name, shapes, digest
+    constants: dict = field(default_factory=dict)  # exact facts from the build (L, mu)
 
     @property
     def global_minima(self) -> tuple[Minimum, ...]:
