@@ -1,6 +1,6 @@
 """The objectives gdexp descends on, in one registry: analytic test functions (``analytic``) and
 learning problems (``learning``: a model and a loss over a data set from ``data``), all built as
-the same ``Objective`` (``base``); every name the config group ``objective`` offers."""
+the same ``Objective`` (``base``), and models from theory papers (``theory``); every name the config group ``objective`` offers."""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,6 +10,7 @@ from .analytic import (beale, booth, himmelblau, multi_well, muller_brown, quadr
 from .base import MAX_LISTED_MINIMA, Minimum, Objective, colsum, contract
 from .data import DATASETS, Dataset
 from .learning import least_squares, logistic, mlp
+from .theory import lessard, strict_saddle, uv
 
 __all__ = ["DATASETS", "Dataset", "MAX_LISTED_MINIMA", "Minimum", "OBJECTIVES", "Objective",
            "colsum", "contract"]
@@ -27,4 +28,7 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "least_squares": least_squares,
     "logistic": logistic,
     "mlp": mlp,
+    "uv": uv,
+    "lessard": lessard,
+    "strict_saddle": strict_saddle,
 }
