@@ -326,3 +326,17 @@ def test_config_builds_sgd_plan():
     again = config.build(compose_config("objective=mlp", "data=moons", "init=model",
                                         "init.n_starts=4", "seed=3"))
     np.testing.assert_array_equal(plan.x0, again.x0)
+
+
+@pytest.mark.slow
+def test_sgd_run_reproduces_bit_for_bit(outputs):
+    from .conftest import run_cli
+
+    proc = run_cli("run", "objective=mlp", "data=moons", "init=model", "init.n_starts=3",
+                   "data.batch_size=16", "optimizer=momentum", "optimizer.lr=0.05",
+                   "stop.max_steps=60", "tracking.plots=false", outputs=outputs, check=True)
+    run_id = next(line.split()[1] for line in proc.stdout.splitlines()
+                  if line.startswith("run "))
+    again = run_cli("reproduce", run_id, "--check", outputs=outputs)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "bit-identical" in again.stdout
