@@ -28,6 +28,26 @@ def register_resolvers() -> None:
     """``${gdexp_outputs:}`` in YAML: the absolute outputs folder, whatever the working dir."""
     if not OmegaConf.has_resolver("gdexp_outputs"):
         OmegaConf.register_new_resolver("gdexp_outputs", lambda: str(outputs_dir()))
+    # Arithmetic for presets that tie keys together (batch_size sets lr and max_steps);
+    # the resolved values are what a run logs and what reproduce re-runs.
+    if not OmegaConf.has_resolver("gdexp_mul"):
+        OmegaConf.register_new_resolver("gdexp_mul", _mul)
+    if not OmegaConf.has_resolver("gdexp_div"):
+        OmegaConf.register_new_resolver("gdexp_div", _div)
+
+
+def _mul(*factors):
+    out = 1
+    for v in factors:
+        out = out * v
+    return out
+
+
+def _div(a, b):
+    """a / b, an integer when both are integers and b divides a."""
+    if isinstance(a, int) and isinstance(b, int) and b and a % b == 0:
+        return a // b
+    return a / b
 
 
 @dataclass(frozen=True)

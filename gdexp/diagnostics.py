@@ -185,6 +185,8 @@ def taylor_ratio(trace: Trace, steps_taken: np.ndarray) -> dict:
     """
     steps = trace.steps
     pair = np.flatnonzero(np.diff(steps) == 1) if steps.size > 1 else np.zeros(0, int)
+    if trace.batch_loss is not None:  # SGD steps along a batch gradient: no such prediction
+        pair = pair[:0]
     k = steps[pair]
     f0, f1 = trace.loss[pair], trace.loss[pair + 1]
     pred = trace.lr[pair] * trace.grad_norm[pair] ** 2

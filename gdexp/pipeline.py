@@ -122,6 +122,8 @@ def outcome_tags(result: Result) -> dict[str, str]:
 def learning_metrics(objective, result: Result) -> dict[str, float]:
     """Final held-out loss and accuracies (median over starts), and exact constants (L, mu)."""
     out = {k: float(v) for k, v in objective.constants.items()}
+    if objective.global_minima:
+        out["f_star"] = objective.f_min
     t = result.trace
     for name, values in t.evals.items():
         last = values[-1]

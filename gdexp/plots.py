@@ -216,6 +216,129 @@ def ecdf(steps, fraction, path, labels=None, title=None) -> Path:
     return _save(fig, path)
 
 
+def _median_columns(values):
+    v = np.asarray(values, dtype=float)
+    if v.ndim == 1 or v.shape[1] == 1:
+        return v.reshape(len(v), -1)[:, 0]
+    with np.errstate(all="ignore"):
+        v = np.where(np.isfinite(v), v, np.nan)
+        ok = np.isfinite(v).any(axis=1)
+        out = np.full(len(v), np.nan)
+        out[ok] = np.nanmedian(v[ok], axis=1)
+    return out
+
+
+def learning_curves(trace, path, f_min=None, title=None) -> Path:
+    """A learning run's curves (median over starts): training loss (full batch), mini-batch
+    loss, held-out loss; below, train and test accuracy when the task is classification."""
+    accuracy = [k for k in ("accuracy", "test_accuracy") if k in trace.evals]
+    fig, axes = _figure(2 if accuracy else 1, sharex=True)
+    ax_f = axes[0] if accuracy else axes
+    lines = []
+    if trace.batch_loss is not None:
+        lines.append(("mini-batch loss", trace.batch_steps, trace.batch_loss, 0.35))
+    lines.append(("training loss", trace.steps, trace.loss, 1.0))
+    if "test_loss" in trace.evals:
+        lines.append(("test loss", trace.eval_steps, trace.evals["test_loss"], 1.0))
+    shown = []
+    for label, steps, values, alpha in lines:
+        v = _median_columns(values)
+        if f_min is not None and label != "test loss":
+            v = _gap(v, f_min)
+        shown.append(v)
+        ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label)
+    _log_or_symlog(ax_f, np.concatenate(shown)[:, None])
+    ax_f.set_ylabel("loss" if f_min is None else f"loss − f*\n(f* = {f_min:.6g})")
+    ax_f.legend(fontsize=8)
+    if accuracy:
+        for k in accuracy:
+            axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]),
+                         label=k.replace("_", " "))
+        axes[1].set_ylabel("accuracy")
+        axes[1].legend(fontsize=8)
+        axes[1].set_xlabel("step")
+    else:
+        ax_f.set_xlabel("step")
+    if title is not None:
+        ax_f.set_title(title)
+    return _save(fig, path)
+
+
+def final_spread(final_loss, path, test_accuracy=None, title=None) -> Path:
+    """Histogram of the final training loss over many starts (log bins), and of the final
+    test accuracy when there is one: how far apart seeded inits of one model end."""
+    f = np.asarray(final_loss, dtype=float)
+    f = f[np.isfinite(f)]
+    fig, axes = _figure(2 if test_accuracy is not None else 1)
+    ax = axes[0] if test_accuracy is not None else axes
+    if f.size:
+        low, high = max(f.min(), FLOOR), max(f.max(), FLOOR)
+        bins = np.geomspace(low, high * 1.0001, 30) if high > low * 1.0001 else 10
+        ax.hist(np.maximum(f, FLOOR), bins=bins, color="tab:blue")
+        if high > low * 1.0001:
+            ax.set_xscale("log")
+    ax.set_xlabel(f"final training loss ({f.size} starts; min {f.min():.3g}, "
+                  f"median {np.median(f):.3g}, max {f.max():.3g})" if f.size else
+                  "final training loss (none finite)")
+    ax.set_ylabel("starts")
+    if test_accuracy is not None:
+        acc = np.asarray(test_accuracy, dtype=float)
+        axes[1].hist(acc[np.isfinite(acc)], bins=20, color="tab:green")
+        axes[1].set_xlabel("final test accuracy")
+        axes[1].set_ylabel("starts")
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def metric_lines(series: dict, path, ylabel: str, title=None, logy=True,
+                 max_legend: int = 16) -> Path:
+    """One line per labelled (steps, values) series, e.g. one run's metric history each."""
+    fig, ax = _figure()
+    colors = _colors(len(series))
+    for (label, (steps, values)), color in zip(series.items(), colors):
+        style = "--" if "inverse_time" in label else "-"
+        ax.plot(steps, np.maximum(values, FLOOR) if logy else values, style, color=color,
+                lw=1.2, label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if len(series) <= max_legend:
+        ax.legend(fontsize=7, ncols=2 if len(series) > 6 else 1)
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def points(x, y, labels, path, xlabel: str, ylabel: str, title=None, logx=True,
+           logy=True) -> Path:
+    """Markers joined by lines, one series per label: e.g. final loss against batch size."""
+    fig, ax = _figure()
+    for (name, (xs, ys)), color in zip(_group_points(x, y, labels).items(),
+                                       _colors(len(set(labels)))):
+        ax.plot(xs, np.maximum(ys, FLOOR) if logy else ys, "-o", color=color, label=name)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title is not None:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _group_points(x, y, labels) -> dict:
+    out = {}
+    for xi, yi, li in sorted(zip(x, y, labels)):
+        out.setdefault(li, ([], []))
+        out[li][0].append(xi)
+        out[li][1].append(yi)
+    return out
+
+
 MAX_PATHS = 100  # more starts than this: the contour shows an even subset of their paths
 
 
@@ -247,6 +370,12 @@ def run_figures(out_dir, objective: Objective, result, diag=None, title=None) ->
         steps, ratio = diag["curves"]["taylor_ratio"]
         made.append(taylor_ratio(steps, ratio, out_dir / "taylor_ratio.png",
                                  title=title if n == 1 else f"{title or ''} (median)".strip()))
+    if t.evals or t.batch_loss is not None:
+        made.append(learning_curves(t, out_dir / "learning.png", f_min=f_min, title=title))
+    if objective.n_samples and n > 1:
+        acc = t.evals["test_accuracy"][-1] if "test_accuracy" in t.evals else None
+        made.append(final_spread(result.f, out_dir / "spread.png", test_accuracy=acc,
+                                 title=title))
     if diag and n > 1 and "fixed_target" in diag["parts"]:
         ft = diag["parts"]["fixed_target"]
         made.append(ecdf(ft["ecdf_steps"], ft["ecdf_fraction"], out_dir / "ecdf.png",

@@ -326,3 +326,33 @@ def test_config_builds_sgd_plan():
     again = config.build(compose_config("objective=mlp", "data=moons", "init=model",
                                         "init.n_starts=4", "seed=3"))
     np.testing.assert_array_equal(plan.x0, again.x0)
+
+
+@pytest.mark.slow
+def test_sgd_run_reproduces_bit_for_bit(outputs):
+    from .conftest import run_cli
+
+    proc = run_cli("run", "objective=mlp", "data=moons", "init=model", "init.n_starts=3",
+                   "data.batch_size=16", "optimizer=momentum", "optimizer.lr=0.05",
+                   "stop.max_steps=60", "tracking.plots=false", outputs=outputs, check=True)
+    run_id = next(line.split()[1] for line in proc.stdout.splitlines()
+                  if line.startswith("run "))
+    from mlflow import MlflowClient
+
+    from .conftest import store_uri
+
+    run = MlflowClient(store_uri(outputs)).get_run(run_id)
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "moons" and ds.dataset.digest == data.moons().digest
+    assert run.data.params["data.batch_size"] == "16"
+    assert run.data.tags["dataset.n_train"] == "160"
+    client = MlflowClient(store_uri(outputs))
+    steps = {k: [m.step for m in client.get_metric_history(run_id, k)]
+             for k in ("loss", "batch_loss", "test_loss", "accuracy", "test_accuracy")}
+    assert steps["batch_loss"] == list(range(61))
+    assert steps["loss"] == list(range(0, 60, 10)) + [60]  # once per epoch: 160 / 16
+    assert steps["test_accuracy"] == steps["loss"]
+    assert 0 <= run.data.metrics["final_test_accuracy"] <= 1
+    again = run_cli("reproduce", run_id, "--check", outputs=outputs)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "bit-identical" in again.stdout
