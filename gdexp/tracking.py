@@ -8,7 +8,9 @@ import functools
 import gc
 import json
 import math
+import logging
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -112,6 +114,9 @@ def client(uri: str):
     from mlflow.tracking import MlflowClient
 
     db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, ENGINE_ATTEMPTS)
+    # It logs every database error with its traceback before raising it; the error itself
+    # reaches the user as one line (explain), and its "Creating tables" notes are noise.
+    logging.getLogger(db_utils.__name__).setLevel(logging.CRITICAL)
     scheme = urlparse(uri).scheme.split("+")[0]
     if scheme == "sqlite" and uri != "sqlite:///:memory:":
         _open_sqlite(uri)
@@ -191,8 +196,8 @@ def _check_sqlite_file(db: Path) -> None:
     except sqlite3.DatabaseError as e:
         what = "not an sqlite database" if "not a database" in str(e) else \
             f"damaged ({e}; e.g. truncated by a full disk or an interrupted copy)"
-        raise StoreError(f"tracking.uri: {str(db)!r} is {what}; point tracking.uri at "
-                         "another file, or move this one away to start a new store", 2) from None
+        raise StoreError(f"tracking.uri: {str(db)!r} is {what}; use another store file,"
+                         " or move this one away to start a new store", 2) from None
 
 
 def _half_migrated(db: Path) -> Optional[str]:
@@ -221,16 +226,38 @@ def _half_migrated(db: Path) -> Optional[str]:
         return None
     if runs == 0:
         fix = f"it holds no runs: delete {str(db)!r} and run again to create a new store"
+    elif leftovers:
+        fix = (f"it holds {runs} runs: back it up, drop the leftover tables (`sqlite3 {db} "
+               f"'DROP TABLE {leftovers[0]}'`, ...), then run `mlflow db upgrade "
+               f"sqlite:///{db}`")
     else:
-        fix = (f"it holds {runs} runs: back it up, drop the leftover tables with `sqlite3 "
-               f"{db} 'DROP TABLE <name>'`, then run `mlflow db upgrade sqlite:///{db}`")
+        fix = (f"it holds {runs} runs: back it up, then record the schema version with "
+               f"`alembic stamp` or start a new store with another tracking.uri")
     return (f"tracking.uri: the store {str(db)!r} was left half-migrated ({why}, from a crash "
             f"or from processes that created it at the same time); {fix}")
 
 
+DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql")
+
+
 def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    """The reason of a failure: the database driver's own message when there is one
+    (MLflow and SQLAlchemy wrap it in several lines of SQL and advice)."""
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x).__module__.split(".")[0] in DRIVER_MODULES and str(x).strip():
+            return str(x).strip().splitlines()[0]
+        todo += [getattr(x, "orig", None), x.__cause__, x.__context__]
+    text = str(e).strip()
+    found = re.search(r"\((?:%s)\.\w+\) ([^\n]+)" % "|".join(DRIVER_MODULES), text)
+    if found:
+        return found.group(1)
+    lines = [line for line in text.splitlines() if not line.startswith("(raised as a result")]
+    return lines[0] if lines else type(e).__name__
 
 
 def _is_store_error(e: BaseException) -> bool:
@@ -254,7 +281,7 @@ def explain(e: BaseException, uri: Optional[str] = None) -> Optional[str]:
                 return stuck
         where = _sqlite_path(uri) if uri and uri.startswith("sqlite:///") else uri
         where = f" {str(where)!r}" if where else ""
-        return f"tracking.uri: the store{where} failed ({_first_line(e)})"
+        return f"tracking.uri: cannot use the store{where} ({_first_line(e)})"
     return None
 
 
@@ -406,7 +433,10 @@ def log_artifacts(mlflow_client, run_id: str, folder: Path) -> None:
             except OSError as e:
                 if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
-                shutil.copyfile(source, target)
+                try:
+                    shutil.copyfile(source, target)
+                except OSError as copy_error:  # shutil names the source; the target is full
+                    raise OSError(copy_error.errno, copy_error.strerror, str(target)) from None
         if dest.exists():  # artifacts logged before (e.g. a report): merge, ours win
             shutil.copytree(partial, dest, dirs_exist_ok=True, copy_function=os.link)
             shutil.rmtree(partial)
@@ -451,6 +481,8 @@ def open_existing(uri: str, flag: str, hint: str = ""):
             raise ConfigError(str(e).replace("tracking.uri:", f"{flag}:", 1)) from None
     try:
         return client(uri)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("tracking.uri:", f"{flag}:", 1)) from None
     except Exception as e:  # noqa: BLE001 - any driver error means the store cannot be opened
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{flag}: cannot open the store {uri} ({first})") from None
