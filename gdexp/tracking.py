@@ -316,7 +316,29 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     if exp.lifecycle_stage != "active":
         raise ConfigError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or "
                           "choose another name")
+    _warn_if_outside(exp, uri)
     return exp.experiment_id
+
+
+def _warn_if_outside(exp, uri: str) -> None:
+    """Stores created by gdexp keep every experiment's artifacts beside the db; one created by
+    MLflow itself put its Default experiment in ``<cwd>/mlruns``. Say so, once per process."""
+    if not uri.startswith("sqlite:///") or urlparse(exp.artifact_location).scheme not in (
+            "", "file"):
+        return
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    home = _sqlite_path(uri).parent
+    where = Path(local_file_uri_to_path(exp.artifact_location))
+    if where == home or home in where.parents or (exp.experiment_id, uri) in _warned:
+        return
+    _warned.add((exp.experiment_id, uri))
+    print(f"gdexp: warning: experiment {exp.name!r} keeps its artifacts in {str(where)!r}, "
+          f"outside the store's folder {str(home)!r} (it was not created by gdexp); choose "
+          "another tracking.experiment to keep everything there", file=sys.stderr, flush=True)
+
+
+_warned: set = set()
 
 
 class Terminated(BaseException):
