@@ -660,6 +660,12 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"gdexp report: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a full disk, a store failing midway: one line
+        line = tracking.explain(e, tracking.resolve_uri(args.uri))
+        if line is None:
+            raise
+        print(f"gdexp report: error: {line}", file=sys.stderr)
+        return getattr(e, "code", 1)
     return 0
 
 

@@ -462,7 +462,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _reproduce(args)
     except (ReproduceError, ConfigError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "code", 2)
+    except Exception as e:  # noqa: BLE001 - a full or read-only disk: one line
+        line = tracking.explain(e, args.uri)
+        if line is None:
+            raise
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 1
 
 
 def _reproduce(args) -> int:
@@ -502,6 +508,9 @@ def _reproduce(args) -> int:
         try:
             outcome = pipeline.execute(cfg, out_dir, original.overrides,
                                        extra_tags={"reproduced_from": original.label})
+        except tracking.StoreError:
+            _remove_if_empty(out_dir)
+            raise
         except (ConfigError, OmegaConfBaseException) as e:
             # An old config the current code rejects (renamed keys, removed options); this
             # happens before any run exists, so the empty folder goes too.
