@@ -237,6 +237,9 @@ def _half_migrated(db: Path) -> Optional[str]:
             f"or from processes that created it at the same time); {fix}")
 
 
+# A disk that cannot take what is written: full, read-only, over quota, not permitted.
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES,
+               errno.EPERM)
 DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql")
 
 
@@ -272,6 +275,8 @@ def explain(e: BaseException, uri: Optional[str] = None) -> Optional[str]:
     if isinstance(e, ConfigError):
         return str(e)
     if isinstance(e, OSError) and not _is_store_error(e):
+        if e.errno not in DISK_ERRNOS:
+            return None  # a missing file or a bug: not a disk that cannot take the results
         where = e.filename or outputs_dir()
         return f"cannot write {str(where)!r} ({e.strerror or _first_line(e)})"
     if _is_store_error(e):
