@@ -95,8 +95,35 @@ def _task(cfg) -> float:
         outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
                                    list(hydra_cfg.overrides.task), parent)
     except ConfigError as e:
-        _fail(str(e))
+        _fail(str(e), getattr(e, "code", 2))
     return outcome.sweep_value(metric, int(cfg.stop.max_steps))
+
+
+def _report_store_errors() -> None:
+    """One line instead of Hydra's traceback for store and disk failures met outside a job
+    (Hydra writing the job folder into a full or read-only outputs/, the sweep callback
+    opening the store)."""
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "gdexp", False):
+        return
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except Exception as e:  # noqa: BLE001 - anything not explained is re-raised
+                from .tracking import explain
+
+                line = explain(e)
+                if line is None:
+                    raise
+                _fail(line, getattr(e, "code", 1))
+        return original(guarded)
+
+    run_and_report.gdexp = True
+    hydra_utils.run_and_report = run_and_report
 
 
 def run(argv: list[str]) -> int:
@@ -120,6 +147,7 @@ def run(argv: list[str]) -> int:
     from hydra.plugins.sweeper import Sweeper
 
     Sweeper.validate_batch_is_legal = _validate_choices
+    _report_store_errors()
     if _uses_experiments(argv):
         register_experiments()
     main = hydra.main(config_path=str(CONF_DIR), config_name="config",

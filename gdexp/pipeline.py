@@ -5,6 +5,7 @@ import csv
 import functools
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -210,9 +211,26 @@ def write_starts_table(path: Path, objective, result: Result) -> Path:
 
 def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
                 result: Result, diag: Optional[dict], plots: bool) -> Path:
-    """Everything a run keeps, in ``out_dir/artifacts``: config, overrides, trace, table, figures."""
+    """Everything a run keeps, in ``out_dir/artifacts``: config, overrides, trace, table, figures.
+
+    Written into a temporary folder renamed at the end: a full or read-only disk leaves no
+    half-written artifacts, and the error names the folder."""
     art = out_dir / "artifacts"
-    art.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "artifacts.partial"
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        _write_artifacts(partial, cfg, overrides, plan, result, diag, plots)
+        partial.rename(art)
+    except BaseException as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(art)
+        raise
+    return art
+
+
+def _write_artifacts(art: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
+                     result: Result, diag: Optional[dict], plots: bool) -> None:
     (art / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (art / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     t = result.trace
@@ -238,7 +256,6 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
 
         figures.run_figures(art / "plots", plan.objective, result, diag,
                             title=run_name(cfg, plan))
-    return art
 
 
 class Progress:
@@ -288,7 +305,18 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
-        return _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out)
+        try:
+            return _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out)
+        except config.ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - only store and disk failures are translated
+            from . import tracking
+
+            line = tracking.explain(e, tracking.resolve_uri(cfg.tracking.uri)
+                                    if cfg.tracking.enabled else None)
+            if line is None:
+                raise
+            raise tracking.StoreError(line) from None
 
 
 def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome:
@@ -347,7 +375,7 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
         for key, (steps, values) in series.items():
             metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
         tracking.log(client, run_id, metrics=metrics, tags=tags)
-        client.log_artifacts(run_id, str(art))
+        tracking.log_artifacts(client, run_id, art)
     print(describe(name, plan.objective, result), file=out)
     print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
     print(f"  view: {tracking.ui_links(uri, experiment_id, run_id)}"

@@ -473,8 +473,10 @@ def objective_groups(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
 
 def rebuild_objective(artifacts: Artifacts, run: RunRecord):
     """The run's Objective, from its config.yaml through the registry (nothing is imported)."""
-    cfg = OmegaConf.load(artifacts.get(run.run_id, "config.yaml"))
-    return config.build_objective(cfg)
+    from .reproduce import read_config, to_dictconfig  # the one guarded reader of logged YAML
+
+    path = artifacts.get(run.run_id, "config.yaml")
+    return config.build_objective(to_dictconfig(read_config(path.read_text(), str(path))))
 
 
 def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
@@ -658,6 +660,12 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"gdexp report: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a full disk, a store failing midway: one line
+        line = tracking.explain(e, tracking.resolve_uri(args.uri))
+        if line is None:
+            raise
+        print(f"gdexp report: error: {line}", file=sys.stderr)
+        return getattr(e, "code", 1)
     return 0
 
 

@@ -32,6 +32,9 @@ VERSION_TAGS = ("code.commit", "code.dirty", "numpy.version", "autograd.version"
 # Hydra's instantiation keys: a config read back from a run is data, never code to call.
 HYDRA_CALL_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 PLAIN_VALUE = "a logged config must hold plain values only"
+# Bounds for a config read back: a run's config.yaml is ~3 KB with ~150 nodes.
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000
 
 
 class ReproduceError(Exception):
@@ -43,7 +46,20 @@ class ReproduceError(Exception):
 # --------------------------------------------------------------------------------------------
 
 class _PlainLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, plus YAML 1.2 floats without a dot (1e-3) and no duplicate keys."""
+    """PyYAML's safe loader, plus YAML 1.2 floats without a dot (1e-3), no duplicate keys and
+    no anchors or aliases: a few nested aliases expand to billions of nodes (an "alias
+    bomb"), and gdexp never writes them. The node count is bounded as well."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ReproduceError(f"line {event.start_mark.line + 1}: YAML anchors and aliases "
+                                 f"refused (&/*; gdexp never writes them); {PLAIN_VALUE}")
+        self.nodes = getattr(self, "nodes", 0) + 1
+        if self.nodes > MAX_YAML_NODES:
+            raise ReproduceError(f"more than {MAX_YAML_NODES} YAML nodes refused; "
+                                 f"{PLAIN_VALUE}")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -63,6 +79,9 @@ _PlainLoader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str) -> Any:
     """Plain Python data from YAML text, with the safe loader (no tags that build objects)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ReproduceError(f"{source}: {len(text)} characters refused (at most "
+                             f"{MAX_YAML_BYTES}); {PLAIN_VALUE}")
     try:
         return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
     except ReproduceError as e:
@@ -443,7 +462,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _reproduce(args)
     except (ReproduceError, ConfigError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "code", 2)
+    except Exception as e:  # noqa: BLE001 - a full or read-only disk: one line
+        line = tracking.explain(e, args.uri)
+        if line is None:
+            raise
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 1
 
 
 def _reproduce(args) -> int:
@@ -483,6 +508,9 @@ def _reproduce(args) -> int:
         try:
             outcome = pipeline.execute(cfg, out_dir, original.overrides,
                                        extra_tags={"reproduced_from": original.label})
+        except tracking.StoreError:
+            _remove_if_empty(out_dir)
+            raise
         except (ConfigError, OmegaConfBaseException) as e:
             # An old config the current code rejects (renamed keys, removed options); this
             # happens before any run exists, so the empty folder goes too.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
 import signal
 import socket
@@ -160,6 +161,9 @@ def prepare_store(uri: str, arg: str) -> None:
 
     try:
         tracking.client(uri).search_experiments(max_results=1)
+    except ConfigError as e:  # one line already (tracking.StoreError)
+        raise ServeError(str(e).replace("tracking.uri:", f"{arg}:", 1),
+                         getattr(e, "code", 2)) from None
     except Exception as e:  # driver missing, database unreachable, bad credentials, ...
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ServeError(f"{arg}: cannot open {_hide_password(uri)!r} ({type(e).__name__}: "
@@ -173,6 +177,31 @@ def url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return True  # cannot be bound either: check_port reports it
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                               for info in infos)
+
+
+def exposure_warning(host: str, command: str) -> Optional[str]:
+    """The warning for a bind beyond this machine: MLflow serves the store without login."""
+    if is_loopback(host):
+        return None
+    where = "every interface" if host in ("0.0.0.0", "::", "") else f"{host!r}"
+    return (f"gdexp {command}: warning: serving the store on {where} without authentication: "
+            "anyone who can reach this port can read, change and delete every run; prefer "
+            "the default 127.0.0.1 with an SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST), or "
+            "MLflow's own auth (mlflow server --app-name basic-auth) and --allowed-hosts")
 
 
 def check_port(host: str, port: int) -> None:
@@ -270,6 +299,9 @@ def serve(mlflow_args: list[str], host: str, port: int, timeout: float, log_name
     proc = None
     try:
         check_port(host, port)
+        warning = exposure_warning(host, log_name)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         prepare()
         log_path = outputs_dir() / "logs" / f"{log_name}-{port}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +309,7 @@ def serve(mlflow_args: list[str], host: str, port: int, timeout: float, log_name
         # The job runner (~10 huey processes) serves GenAI features only; without it the
         # server starts about twice as fast and stops sooner.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         cmd = [sys.executable, "-m", "mlflow", "server", *mlflow_args,
                "--host", host, "--port", str(port)]
         url = f"http://{url_host(host)}:{port}"

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import functools
 import gc
 import json
 import math
+import logging
 import os
+import re
+import shutil
 import signal
+import sqlite3
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +35,25 @@ UI_DEFAULT = "http://127.0.0.1:5000"
 # add 1-2 s to every command's exit (and to every joblib worker's). Freezing them at exit
 # skips that: the process is ending, and the operating system reclaims the memory anyway.
 atexit.register(gc.freeze)
+
+# MLflow 3 sends usage telemetry from a background thread (a DNS lookup and a request per
+# run). Off unless the user asked for it; set before mlflow is imported (workers inherit it).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# How long a process waits for another one creating or migrating the same sqlite store.
+LOCK_TIMEOUT = 300.0
+# MLflow retries opening a database 10 times with exponential backoff (~100 s in all), meant
+# for a database server still starting; a file that is not a database fails the same way
+# every time. Three attempts wait 0.4 s.
+ENGINE_ATTEMPTS = 3
+
+
+class StoreError(ConfigError):
+    """The store (or the outputs folder) cannot be opened or written: one line for the user."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 def default_uri() -> str:
@@ -77,12 +102,206 @@ def artifact_location(uri: str) -> Optional[str]:
 @functools.lru_cache(maxsize=None)
 def client(uri: str):
     """One MlflowClient per store and process: opening a sqlite store costs ~0.3 s, and a
-    sweep's jobs in one process (basic launcher, joblib workers) share it."""
+    sweep's jobs in one process (basic launcher, joblib workers) share it.
+
+    Every command opens its store here, so this is where a new store is created and an old
+    one migrated: for sqlite under a file lock beside the db (``<db>.lock``). Without it,
+    processes opening a missing db at once race in alembic's migrations, lose their runs and
+    can leave the db unopenable for good. Errors become one-line StoreErrors."""
     # MLflow prints a progress bar per artifact download otherwise: noise in reports.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.tracking import MlflowClient  # 1.4 s import: only where tracking happens
+    import mlflow.store.db.utils as db_utils  # 1.4 s import: only where tracking happens
+    from mlflow.tracking import MlflowClient
 
+    db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, ENGINE_ATTEMPTS)
+    # It logs every database error with its traceback before raising it; the error itself
+    # reaches the user as one line (explain), and its "Creating tables" notes are noise.
+    logging.getLogger(db_utils.__name__).setLevel(logging.CRITICAL)
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme == "sqlite" and uri != "sqlite:///:memory:":
+        _open_sqlite(uri)
+    elif scheme in SQL_SCHEMES:
+        with _store_errors(uri):
+            _sql_store(uri, artifact_location(uri) or (outputs_dir() / "mlartifacts").as_uri())
     return MlflowClient(tracking_uri=uri)
+
+
+def _sql_store(uri: str, artifact_root: str):
+    """Create (tables, migrations, the Default experiment) or open the store itself. Created
+    here the Default experiment keeps its artifacts beside the db, not in ``<cwd>/mlruns``,
+    where MLflow's client would put them."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return SqlAlchemyStore(uri, artifact_root)
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):])
+
+
+def _open_sqlite(uri: str) -> None:
+    """Check the file with sqlite itself (fast, exact reasons), then create or migrate the
+    store under the lock."""
+    from filelock import FileLock, Timeout
+
+    db = _sqlite_path(uri)
+    if db.is_dir():
+        raise StoreError(f"tracking.uri: {str(db)!r} is a directory, not an sqlite file", 2)
+    if db.exists():
+        _check_sqlite_file(db)
+    lock_path = f"{db}.lock"
+    lock = FileLock(lock_path, timeout=LOCK_TIMEOUT)
+    try:
+        # filelock retries a lock file it cannot create until the timeout: try once first
+        os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as e:
+        if not db.is_file():
+            raise StoreError(f"tracking.uri: cannot create the store in {str(db.parent)!r} "
+                             f"({e.strerror or e})", 2) from None
+        # A store on a read-only medium: nothing can migrate it, so no lock is needed.
+        lock = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreError(f"tracking.uri: another process has held {lock_path} for "
+                             f"{LOCK_TIMEOUT:g} s while creating the store; if none is "
+                             "running, delete the lock file") from None
+    try:
+        created = not db.exists()
+        stuck = None if created else _half_migrated(db)
+        if stuck:
+            raise StoreError(stuck)
+        try:
+            with _store_errors(uri):
+                _sql_store(uri, artifact_location(uri))
+        except StoreError:
+            if created:  # e.g. a full disk: leave no half-made store behind
+                for leftover in (db, Path(f"{db}-journal"), Path(f"{db}-wal")):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_sqlite_file(db: Path) -> None:
+    try:
+        connection = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as e:
+        what = "not an sqlite database" if "not a database" in str(e) else \
+            f"damaged ({e}; e.g. truncated by a full disk or an interrupted copy)"
+        raise StoreError(f"tracking.uri: {str(db)!r} is {what}; use another store file,"
+                         " or move this one away to start a new store", 2) from None
+
+
+def _half_migrated(db: Path) -> Optional[str]:
+    """Why an existing sqlite store is stuck between schema versions, if it is."""
+    try:
+        connection = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        names = [r[0] for r in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        leftovers = [n for n in names if n.startswith("_alembic_tmp_")]
+        versions = (connection.execute("SELECT version_num FROM alembic_version").fetchall()
+                    if "alembic_version" in names else [])
+        runs = (connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+                if "runs" in names else 0)
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    if leftovers:
+        why = f"leftover migration table{'s' if len(leftovers) > 1 else ''} {', '.join(leftovers)}"
+    elif names and len(versions) != 1:
+        why = f"{len(versions)} schema versions recorded instead of 1"
+    else:
+        return None
+    if runs == 0:
+        fix = f"it holds no runs: delete {str(db)!r} and run again to create a new store"
+    elif leftovers:
+        fix = (f"it holds {runs} runs: back it up, drop the leftover tables (`sqlite3 {db} "
+               f"'DROP TABLE {leftovers[0]}'`, ...), then run `mlflow db upgrade "
+               f"sqlite:///{db}`")
+    else:
+        fix = (f"it holds {runs} runs: back it up, then record the schema version with "
+               f"`alembic stamp` or start a new store with another tracking.uri")
+    return (f"tracking.uri: the store {str(db)!r} was left half-migrated ({why}, from a crash "
+            f"or from processes that created it at the same time); {fix}")
+
+
+# A disk that cannot take what is written: full, read-only, over quota, not permitted.
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.EACCES,
+               errno.EPERM)
+DRIVER_MODULES = ("sqlite3", "psycopg", "psycopg2", "pymysql")
+
+
+def _first_line(e: BaseException) -> str:
+    """The reason of a failure: the database driver's own message when there is one
+    (MLflow and SQLAlchemy wrap it in several lines of SQL and advice)."""
+    seen, todo = set(), [e]
+    while todo:
+        x = todo.pop(0)
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x).__module__.split(".")[0] in DRIVER_MODULES and str(x).strip():
+            return str(x).strip().splitlines()[0]
+        todo += [getattr(x, "orig", None), x.__cause__, x.__context__]
+    text = str(e).strip()
+    found = re.search(r"\((?:%s)\.\w+\) ([^\n]+)" % "|".join(DRIVER_MODULES), text)
+    if found:
+        return found.group(1)
+    lines = [line for line in text.splitlines() if not line.startswith("(raised as a result")]
+    return lines[0] if lines else type(e).__name__
+
+
+def _is_store_error(e: BaseException) -> bool:
+    """An error raised by MLflow or its database layer (checked without importing them)."""
+    return any(cls.__module__.split(".")[0] in ("mlflow", "sqlalchemy", "alembic", "sqlite3",
+                                                "psycopg", "psycopg2", "pymysql")
+               for cls in type(e).__mro__)
+
+
+def explain(e: BaseException, uri: Optional[str] = None) -> Optional[str]:
+    """One line for a failure of the store or of the disk, or None for anything else."""
+    if isinstance(e, ConfigError):
+        return str(e)
+    if isinstance(e, OSError) and not _is_store_error(e):
+        if e.errno not in DISK_ERRNOS:
+            return None  # a missing file or a bug: not a disk that cannot take the results
+        where = e.filename or outputs_dir()
+        return f"cannot write {str(where)!r} ({e.strerror or _first_line(e)})"
+    if _is_store_error(e):
+        if uri and uri.startswith("sqlite:///"):
+            stuck = _half_migrated(_sqlite_path(uri))
+            if stuck:
+                return stuck
+        where = _sqlite_path(uri) if uri and uri.startswith("sqlite:///") else uri
+        where = f" {str(where)!r}" if where else ""
+        return f"tracking.uri: cannot use the store{where} ({_first_line(e)})"
+    return None
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Store and disk failures inside the block become a one-line StoreError."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything else is re-raised below
+        line = explain(e, uri)
+        if line is None:
+            raise
+        raise StoreError(line) from None
 
 
 def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
@@ -93,12 +312,38 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     if exp is None:
         try:
             return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
-        except MlflowException:  # created meanwhile by a parallel job
+        except MlflowException as e:  # created meanwhile by a parallel job, or refused
             exp = mlflow_client.get_experiment_by_name(name)
+            if exp is None:
+                shown = name if len(name) <= 40 else f"{name[:20]}...{name[-10:]}"
+                raise ConfigError(f"tracking.experiment: {shown!r} ({len(name)} characters) "
+                                  f"refused by the store: {_first_line(e)}") from None
     if exp.lifecycle_stage != "active":
         raise ConfigError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or "
                           "choose another name")
+    _warn_if_outside(exp, uri)
     return exp.experiment_id
+
+
+def _warn_if_outside(exp, uri: str) -> None:
+    """Stores created by gdexp keep every experiment's artifacts beside the db; one created by
+    MLflow itself put its Default experiment in ``<cwd>/mlruns``. Say so, once per process."""
+    if not uri.startswith("sqlite:///") or urlparse(exp.artifact_location).scheme not in (
+            "", "file"):
+        return
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    home = _sqlite_path(uri).parent
+    where = Path(local_file_uri_to_path(exp.artifact_location))
+    if where == home or home in where.parents or (exp.experiment_id, uri) in _warned:
+        return
+    _warned.add((exp.experiment_id, uri))
+    print(f"gdexp: warning: experiment {exp.name!r} keeps its artifacts in {str(where)!r}, "
+          f"outside the store's folder {str(home)!r} (it was not created by gdexp); choose "
+          "another tracking.experiment to keep everything there", file=sys.stderr, flush=True)
+
+
+_warned: set = set()
 
 
 class Terminated(BaseException):
@@ -124,7 +369,12 @@ def run_status(mlflow_client, run_id: str) -> Iterator[None]:
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-        mlflow_client.set_terminated(run_id, status)
+        failing = sys.exc_info()[1] is not None
+        try:
+            mlflow_client.set_terminated(run_id, status)
+        except Exception:  # noqa: BLE001 - a full or read-only store: report the first error
+            if not failing:
+                raise
 
 
 def param_value(value) -> str:
@@ -182,6 +432,48 @@ def log(mlflow_client, run_id: str, *, metrics=(), params: Optional[dict] = None
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
+def log_artifacts(mlflow_client, run_id: str, folder: Path) -> None:
+    """Put the files of ``folder`` into the run's artifacts without a second copy on disk.
+
+    With a local artifact store each file is hard-linked (one copy, two names: the run
+    folder and the store; deleting either leaves the other), copied only across
+    filesystems. The files land in a temporary folder renamed at the end, so a failure
+    (a full disk) leaves no partial artifacts. A server gets them uploaded as usual."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    uri = mlflow_client.get_run(run_id).info.artifact_uri
+    if urlparse(uri).scheme not in ("", "file"):
+        mlflow_client.log_artifacts(run_id, str(folder))
+        return
+    dest = Path(local_file_uri_to_path(uri))
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        for source in sorted(folder.rglob("*")):
+            target = partial / source.relative_to(folder)
+            if source.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                try:
+                    shutil.copyfile(source, target)
+                except OSError as copy_error:  # shutil names the source; the target is full
+                    raise OSError(copy_error.errno, copy_error.strerror, str(target)) from None
+        if dest.exists():  # artifacts logged before (e.g. a report): merge, ours win
+            shutil.copytree(partial, dest, dirs_exist_ok=True, copy_function=os.link)
+            shutil.rmtree(partial)
+        else:
+            partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
     """The runs table (the UI otherwise opens on a page without runs) and the run's page."""
     base = uri.rstrip("/") if urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
@@ -216,6 +508,8 @@ def open_existing(uri: str, flag: str, hint: str = ""):
             raise ConfigError(str(e).replace("tracking.uri:", f"{flag}:", 1)) from None
     try:
         return client(uri)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("tracking.uri:", f"{flag}:", 1)) from None
     except Exception as e:  # noqa: BLE001 - any driver error means the store cannot be opened
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{flag}: cannot open the store {uri} ({first})") from None
