@@ -69,30 +69,38 @@ def _group_choices(overrides) -> frozenset:
 
 
 def _job_config(loader, master, overrides, composed: dict):
-    """A job's full config. Jobs that choose the same group options share a defaults list,
-    so after the first of them is composed (~0.1 s) the others only need their own values
-    applied to a copy of it (~1 ms), as Hydra applies them after composing."""
+    """A job's config (without its hydra node). Jobs that choose the same group options share
+    a defaults list, so once the first of them is composed (~0.1 s) the others only need
+    their own values applied, as Hydra applies them after composing; a sweep's jobs all set
+    the same keys, so each job's values overwrite the previous job's in one working copy."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     choices = _group_choices(overrides)
-    if choices not in composed:
-        composed[choices] = loader.load_sweep_config(master_config=master,
-                                                     sweep_overrides=list(overrides))
-        return composed[choices]
-    values = [o for o in OverridesParser.create().parse_overrides(
-        [o for o in overrides if not o.startswith("hydra.")])
-        if (o.key_or_group, o.get_value_element_as_str()) not in choices]
-    if any(o.is_delete() for o in values):
-        return loader.load_sweep_config(master_config=master, sweep_overrides=list(overrides))
+    parsed = composed.setdefault("parsed", {})  # a sweep's jobs repeat most override strings
+    todo = [o for o in overrides if not o.startswith("hydra.") and o not in parsed]
+    if todo:
+        parsed.update(zip(todo, OverridesParser.create().parse_overrides(todo)))
+    lines = [o for o in overrides if not o.startswith("hydra.")
+             and (parsed[o].key_or_group, parsed[o].get_value_element_as_str()) not in choices]
+    keys = frozenset(parsed[o].key_or_group for o in lines)
+    known = composed.get(choices)
+    if known is None or known[1] != keys or any(parsed[o].is_delete() for o in lines):
+        cfg = loader.load_sweep_config(master_config=master, sweep_overrides=list(overrides))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        composed[choices] = (OmegaConf.create(OmegaConf.to_container(cfg)), keys, set(lines))
+        return cfg
+    values = [parsed[o] for o in lines if o not in known[2]]  # what differs from the last job
     for o in values:
         if o.type == OverrideType.ADD:  # present in the copy already: it came from the same +key
             o.type = OverrideType.FORCE_ADD
-    cfg = OmegaConf.create(OmegaConf.to_container(composed[choices]))
-    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-    return cfg
+    ConfigLoaderImpl._apply_overrides_to_config(values, known[0])
+    known[2].clear()
+    known[2].update(lines)
+    return known[0]
 
 
 def _validate_choices(self, batch) -> None:
