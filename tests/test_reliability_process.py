@@ -118,7 +118,6 @@ def test_sigterm_on_a_basic_sweep_ends_it_killed(outputs):
     interrupt_and_check(outputs, launched, 1, signal.SIGTERM, group=False, sweep=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
                          ids=["kill-pid", "ctrl-c"])
 def test_signals_stop_a_joblib_sweep_and_its_workers(outputs, sig, group):
@@ -127,7 +126,6 @@ def test_signals_stop_a_joblib_sweep_and_its_workers(outputs, sig, group):
     interrupt_and_check(outputs, launched, 2, sig, group=group, sweep=True)
 
 
-@pytest.mark.slow
 def test_sigterm_stops_a_submitit_sweep_and_its_job_processes(outputs):
     launched = Launched(outputs, "-m", "hydra/launcher=submitit_local", "optimizer.lr=1e-9,2e-9",
                         *FOREVER)
