@@ -110,13 +110,15 @@ def _claim_folder(sweep_dir: Path) -> None:
 
 def open_sweep(config: DictConfig) -> None:
     """Prepare the store, create the experiment and the sweep's parent run (once per launch)."""
-    if _open_sweep or not config.tracking.enabled:
+    if _open_sweep or "lock_fd" in _launch:
+        return
+    sweep_dir = Path(config.hydra.sweep.dir)
+    _claim_folder(sweep_dir)
+    if not config.tracking.enabled:
         return
     from . import config as gconfig
     from . import processes, tracking
 
-    sweep_dir = Path(config.hydra.sweep.dir)
-    _claim_folder(sweep_dir)
     try:
         uri = tracking.resolve_uri(config.tracking.uri)
         tracking.check_uri(uri)

@@ -155,6 +155,7 @@ def _task(cfg) -> float:
             raise
         # a worker stopped by its launcher (or a terminal's Ctrl-C): its run is KILLED; the
         # launcher reports, so the worker ends without a word
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(processes.exit_status(e))
     return outcome.sweep_value(metric, int(cfg.stop.max_steps))
