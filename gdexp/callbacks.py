@@ -1,8 +1,12 @@
 """Hydra multirun hooks: prepare the store once, group every job under one sweep run, show progress."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,57 +18,60 @@ SWEEP_FILE = ".gdexp_sweep.json"
 RESULTS_FILE = "optimization_results.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
-# The sweep run opened by this process, so that the command line can close it if the sweep
-# dies before Hydra calls on_multirun_end.
+# The sweep run opened by this process (the launcher), so that the command line can close
+# it if the sweep dies before Hydra calls on_multirun_end; and in any process, the sweep of
+# the job being run (handed to workers inside the pickled callback, never through the
+# folder: two launches may share a folder).
 _open_sweep: dict[str, Any] = {}
+_job_sweep: dict[str, Any] = {}
+_launch: dict[str, Any] = {}
+LOCK_FILE = ".gdexp_sweep.lock"
+
+
+class SweepError(SystemExit):
+    """A sweep that must not start: one line on stderr, exit status 2."""
+
+    def __init__(self, message: str) -> None:
+        print(f"gdexp: error: {message}", file=sys.stderr, flush=True)
+        super().__init__(2)
 
 
 class SweepCallback(Callback):
-    """In the launching process, before any job: count the jobs, migrate the store, create the
-    experiment and a parent run, and leave its id in the sweep folder, where every job (local,
-    joblib, submitit, a cluster with a shared filesystem) finds it. Hydra pickles this object
-    to the workers after ``on_multirun_start``, so they know the job count too."""
+    """In the launching process, before any job: count the jobs and check the tracking
+    config; once every job's config is known good (cli._validate_choices, or right away for
+    a sweeper that proposes jobs as it goes), open_sweep() prepares the store and the parent
+    run. Hydra pickles this object to the workers when it launches jobs, so they learn the
+    job count and their parent run from it (__getstate__)."""
 
     def __init__(self) -> None:
         self.total_jobs: Optional[int] = None
+        self.sweep: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "sweep": dict(_open_sweep)}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.total_jobs = count_jobs(config)
-        if not config.tracking.enabled:
-            return
         from . import config as gconfig
-        from . import tracking
 
-        gconfig.check_tracking(config)
-        uri = tracking.resolve_uri(config.tracking.uri)
-        tracking.check_uri(uri)
-        client = tracking.client(uri)
-        experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, uri)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        overrides = list(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}",
-                                tags={"gdexp.sweep": "true", "sweep_dir": str(sweep_dir),
-                                      "mlflow.source.name": "gdexp"})
-        run_id = run.info.run_id
-        params = {"sweep.overrides": " ".join(overrides) or "(none)",
-                  "sweep.sweeper": _short_target(config.hydra.sweeper),
-                  "sweep.launcher": _short_target(config.hydra.launcher)}
-        if self.total_jobs is not None:
-            params["sweep.total_jobs"] = str(self.total_jobs)
-        tracking.log(client, run_id, params=params)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(
-            {"run_id": run_id, "experiment_id": experiment_id, "uri": uri,
-             "total_jobs": self.total_jobs}))
-        _open_sweep.update(run_id=run_id, uri=uri, experiment_id=experiment_id)
-        print(f"sweep run {run_id} in experiment {config.tracking.experiment!r}: "
-              f"{tracking.ui_links(uri, experiment_id)}", flush=True)
+        self.total_jobs = count_jobs(config)
+        _launch.clear()
+        _launch.update(total_jobs=self.total_jobs)
+        if config.tracking.enabled:
+            try:
+                gconfig.check_tracking(config)
+            except gconfig.ConfigError as e:
+                raise SweepError(str(e)) from None
+        target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        if target != BASIC_SWEEPER:  # it does not show its jobs before launching them
+            open_sweep(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode
 
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
             return
+        _job_sweep.clear()
+        _job_sweep.update(self.sweep or _open_sweep)
         k = int(config.hydra.job.num) + 1
         of = f"/{self.total_jobs}" if self.total_jobs else ""
         overrides = " ".join(config.hydra.overrides.task)
@@ -76,6 +83,70 @@ class SweepCallback(Callback):
                 log_best(Path(config.hydra.sweep.dir))
         finally:
             close_sweep("FINISHED")
+
+
+def _claim_folder(sweep_dir: Path) -> None:
+    """Hold an exclusive lock on the sweep folder for this process's lifetime (the kernel
+    drops it when the process dies, however it dies); a folder locked by a live sweep is
+    refused: both sweeps would write the same job folders."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no check
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        holder = ""
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = json.loads((sweep_dir / SWEEP_FILE).read_text())
+            holder = f" (sweep run {info['run_id']} of process {info['pid']} is running there)"
+        raise SweepError(f"hydra.sweep.dir: expected a folder no running sweep uses, got "
+                         f"{str(sweep_dir)!r}{holder}") from None
+    _launch["lock_fd"] = fd
+
+
+def open_sweep(config: DictConfig) -> None:
+    """Prepare the store, create the experiment and the sweep's parent run (once per launch)."""
+    if _open_sweep or "lock_fd" in _launch:
+        return
+    sweep_dir = Path(config.hydra.sweep.dir)
+    _claim_folder(sweep_dir)
+    if not config.tracking.enabled:
+        return
+    from . import config as gconfig
+    from . import processes, tracking
+
+    try:
+        uri = tracking.resolve_uri(config.tracking.uri)
+        tracking.check_uri(uri)
+        client = tracking.client(uri)
+        experiment_id = tracking.ensure_experiment(client, config.tracking.experiment, uri)
+    except gconfig.ConfigError as e:
+        raise SweepError(str(e)) from None
+    tracking.reap_dead_runs(client, [experiment_id])
+    total_jobs = _launch.get("total_jobs")
+    overrides = list(config.hydra.overrides.task)
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}",
+                            tags={"gdexp.sweep": "true", "sweep_dir": str(sweep_dir),
+                                  "mlflow.source.name": "gdexp", **processes.identity()})
+    run_id = run.info.run_id
+    params = {"sweep.overrides": " ".join(overrides) or "(none)",
+              "sweep.sweeper": _short_target(config.hydra.sweeper),
+              "sweep.launcher": _short_target(config.hydra.launcher)}
+    if total_jobs is not None:
+        params["sweep.total_jobs"] = str(total_jobs)
+    tracking.log(client, run_id, params=params)
+    (sweep_dir / SWEEP_FILE).write_text(json.dumps(
+        {"run_id": run_id, "experiment_id": experiment_id, "uri": uri,
+         "total_jobs": total_jobs, "pid": os.getpid()}))
+    _open_sweep.update(run_id=run_id, uri=uri, experiment_id=experiment_id)
+    processes.heartbeats.add(run_id, lambda: client.set_tag(
+        run_id, processes.HEARTBEAT_TAG, str(int(time.time()))))
+    print(f"sweep run {run_id} in experiment {config.tracking.experiment!r}: "
+          f"{tracking.ui_links(uri, experiment_id)}", flush=True)
 
 
 def _short_target(node: Any) -> str:
@@ -199,23 +270,27 @@ def _matching_child(client, parent_run_id: str, params: dict) -> Optional[str]:
     return None
 
 
-def close_sweep(status: str) -> None:
-    """End the sweep run opened by this process, if still open."""
+def close_sweep(status: str) -> int:
+    """End the sweep run opened by this process, if still open, and every run of it still
+    RUNNING (its worker was stopped, or died) with the same status (FAILED when the sweep
+    itself finished). Returns how many such runs there were."""
+    fd = _launch.pop("lock_fd", None)
+    if fd is not None:
+        os.close(fd)
     if not _open_sweep:
-        return
-    from . import tracking
+        return 0
+    from . import processes, tracking
 
     info = dict(_open_sweep)
     _open_sweep.clear()
+    processes.heartbeats.remove(info["run_id"])
     client = tracking.client(info["uri"])
+    unfinished = tracking.end_unfinished(client, info["run_id"],
+                                         "FAILED" if status == "FINISHED" else status)
     client.set_terminated(info["run_id"], status)
+    return unfinished
 
 
-def sweep_parent(sweep_dir: Optional[str]) -> Optional[str]:
-    """The sweep run id a job should report to, read from its sweep folder."""
-    if not sweep_dir:
-        return None
-    path = Path(sweep_dir) / SWEEP_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["run_id"]
+def sweep_parent() -> Optional[str]:
+    """The sweep run id the current job reports to (None outside a sweep)."""
+    return _job_sweep.get("run_id")

@@ -1,6 +1,7 @@
 """Command line: `gdexp SUBCOMMAND`; `gdexp run` is the Hydra app."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -54,48 +55,109 @@ def _uses_experiments(argv: list[str]) -> bool:
                for a in argv)
 
 
-def _validate_choices(self, batch) -> None:
-    """The sweeper's check, before any job starts, that every job's config composes.
-
-    Hydra's own check composes every job, and the launcher then composes each again (~0.1 s
-    each here). The jobs of a batch differ only in the values of the swept keys, and a value
-    can break composition only by choosing a config group option (a missing file); other
-    values (wrong types, out of range) are caught by gdexp's own checks in the job. So this
-    composes the first job and each first job that picks an option not seen before."""
+def _group_choices(overrides) -> frozenset:
+    """The (group, option) pairs among a job's overrides: what changes its defaults list."""
     from .paths import CONF_DIR
 
-    seen: set = set()
+    choices = set()
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~").split("@")[0]  # group@package=option
+        if "/" in key or key == "experiment" or (CONF_DIR / key).is_dir():
+            choices.add((key, value))
+    return frozenset(choices)
+
+
+def _job_config(loader, master, overrides, composed: dict):
+    """A job's config (without its hydra node). Jobs that choose the same group options share
+    a defaults list, so once the first of them is composed (~0.1 s) the others only need
+    their own values applied, as Hydra applies them after composing; a sweep's jobs all set
+    the same keys, so each job's values overwrite the previous job's in one working copy."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from omegaconf import OmegaConf, open_dict
+
+    choices = _group_choices(overrides)
+    parsed = composed.setdefault("parsed", {})  # a sweep's jobs repeat most override strings
+    todo = [o for o in overrides if not o.startswith("hydra.") and o not in parsed]
+    if todo:
+        parsed.update(zip(todo, OverridesParser.create().parse_overrides(todo)))
+    lines = [o for o in overrides if not o.startswith("hydra.")
+             and (parsed[o].key_or_group, parsed[o].get_value_element_as_str()) not in choices]
+    keys = frozenset(parsed[o].key_or_group for o in lines)
+    known = composed.get(choices)
+    if known is None or known[1] != keys or any(parsed[o].is_delete() for o in lines):
+        cfg = loader.load_sweep_config(master_config=master, sweep_overrides=list(overrides))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        composed[choices] = (OmegaConf.create(OmegaConf.to_container(cfg)), keys, set(lines))
+        return cfg
+    values = [parsed[o] for o in lines if o not in known[2]]  # what differs from the last job
+    for o in values:
+        if o.type == OverrideType.ADD:  # present in the copy already: it came from the same +key
+            o.type = OverrideType.FORCE_ADD
+    ConfigLoaderImpl._apply_overrides_to_config(values, known[0])
+    known[2].clear()
+    known[2].update(lines)
+    return known[0]
+
+
+def _validate_choices(self, batch) -> None:
+    """The sweeper's check, before any job starts, that every job composes and passes
+    gdexp's own checks (config.build, check_tracking, sweep_metric: nothing descends); only
+    then does the sweep's parent run exist. Replaces Hydra's check, which composes every job
+    only to compose it again in the launcher."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    from . import callbacks, config
+
     loader = getattr(self, "hydra_context", None)
     loader = loader.config_loader if loader is not None else self.config_loader
-    for i, overrides in enumerate(batch):
-        choices = set()
-        for override in overrides:
-            key, _, value = override.partition("=")
-            key = key.lstrip("+~").split("@")[0]  # group@package=option
-            if "/" in key or key == "experiment" or (CONF_DIR / key).is_dir():
-                choices.add((key, value))
-        if i == 0 or not choices <= seen:
-            loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-            seen |= choices
+    composed: dict = {}
+    for overrides in batch:
+        try:
+            cfg = _job_config(loader, self.config, overrides, composed)
+            config.build(cfg)
+            config.check_tracking(cfg)
+            config.sweep_metric(cfg)
+        except config.ConfigError as e:
+            _fail(str(e))
+        except MissingConfigException as e:
+            group, _, value = (e.missing_cfg_file or "").rpartition("/")
+            allowed = ", ".join(e.options or []) or "(none)"
+            _fail(f"{group or 'config'}: expected one of {allowed}, got {value!r}")
+        except HydraException as e:
+            _fail(" ".join(str(e).split()))
+    callbacks.open_sweep(self.config)
 
 
 def _task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from . import callbacks, pipeline
+    from . import callbacks, pipeline, processes
     from .config import ConfigError, sweep_metric
 
     hydra_cfg = HydraConfig.get()
     parent = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        parent = callbacks.sweep_parent(hydra_cfg.sweep.dir)
+        parent = callbacks.sweep_parent()
     try:
-        metric = sweep_metric(cfg)
-        outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
-                                   list(hydra_cfg.overrides.task), parent)
+        with processes.job_signals():
+            metric = sweep_metric(cfg)
+            outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
+                                       list(hydra_cfg.overrides.task), parent)
     except ConfigError as e:
         _fail(str(e), getattr(e, "code", 2))
+    except KeyboardInterrupt as e:
+        if processes.is_launcher():
+            raise
+        # a worker stopped by its launcher (or a terminal's Ctrl-C): its run is KILLED; the
+        # launcher reports, so the worker ends without a word
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(processes.exit_status(e))
     return outcome.sweep_value(metric, int(cfg.stop.max_steps))
 
 
@@ -137,7 +199,7 @@ def run(argv: list[str]) -> int:
             return 0
     import hydra
 
-    from . import callbacks
+    from . import callbacks, processes
     from .config import CONF_DIR, register_resolvers
 
     if not (CONF_DIR / "config.yaml").exists():
@@ -153,6 +215,9 @@ def run(argv: list[str]) -> int:
     main = hydra.main(config_path=str(CONF_DIR), config_name="config",
                       version_base="1.3")(_task)
     sys.argv = ["gdexp run", *argv]
+    # Workers (joblib's, submitit's) inherit this and know they are not the launcher.
+    os.environ[processes.LAUNCHER_ENV] = str(os.getpid())
+    processes.install()
     status = "FAILED"
     try:
         main()
@@ -160,11 +225,17 @@ def run(argv: list[str]) -> int:
     except SystemExit as e:
         status = "FINISHED" if e.code in (0, None) else "FAILED"
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        # one path for Ctrl-C and SIGTERM, whatever the launcher: stop every worker, then end
+        # what they left RUNNING and the sweep run KILLED
         status = "KILLED"
+        with processes.signals_ignored():
+            processes.stop_descendants()
+            callbacks.close_sweep(status)
         raise
     finally:
-        callbacks.close_sweep(status)
+        with processes.signals_ignored():
+            callbacks.close_sweep(status)
     return 0
 
 
@@ -207,7 +278,15 @@ def main(argv=None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(f"unknown subcommand {command!r}; available: {', '.join(COMMANDS)}")
-    return COMMANDS[command](rest) or 0
+    try:
+        return COMMANDS[command](rest) or 0
+    except KeyboardInterrupt as e:
+        from .processes import exit_status
+
+        name = "SIGTERM" if exit_status(e) == 143 else "Ctrl-C"
+        print(f"gdexp: interrupted by {name}; every unfinished run ended KILLED",
+              file=sys.stderr, flush=True)
+        return exit_status(e)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__, config, descent
+from . import __version__, config, descent, processes
 from .descent import Result
 from .diagnostics import row_median
 
@@ -343,9 +343,11 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
     chash = config_hash(resolved, code["code.commit"])
     tags = {"objective": cfg.objective.name, "optimizer": cfg.optimizer.name,
             "config_hash": chash, "mlflow.source.name": "gdexp", **code, **environment_tags(),
-            **(extra_tags or {})}
+            **processes.identity(), **(extra_tags or {})}
     if parent_run_id:
         tags[tracking.PARENT_TAG] = parent_run_id
+    else:  # a sweep's launcher does this once for all its jobs
+        tracking.reap_dead_runs(client, [experiment_id])
     if cfg.tracking.skip_finished:
         done = tracking.find_finished(client, experiment_id, chash)
         if done is not None:

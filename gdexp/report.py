@@ -133,9 +133,11 @@ def open_store(uri_arg: Optional[str]):
     hint = "; `gdexp run` records runs there" + (
         "" if uri_arg else f" (outputs folder {config.outputs_dir()})")
     try:
-        return uri, tracking.open_existing(uri, "--uri" if uri_arg else "no runs yet", hint)
+        client = tracking.open_existing(uri, "--uri" if uri_arg else "no runs yet", hint)
     except ConfigError as e:
         raise ReportError(str(e)) from None
+    tracking.reap_store(client)  # a run whose process died is not shown as running
+    return uri, client
 
 
 def _pages(search, **kwargs) -> list:

@@ -399,6 +399,7 @@ def _ui(argv: list[str]) -> int:
             found["id"] = tracking.ensure_experiment(tracking.client(uri), args.experiment, uri)
         except ConfigError as e:
             raise ServeError(str(e).replace("tracking.experiment:", "--experiment:", 1), 2)
+        tracking.reap_store(tracking.client(uri))
 
     def ready(url):
         table = f"{url}/#/experiments/{found['id']}/runs"

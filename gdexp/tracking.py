@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from . import processes
 from .config import ConfigError, outputs_dir
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -346,28 +348,29 @@ def _warn_if_outside(exp, uri: str) -> None:
 _warned: set = set()
 
 
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM so that the run ends KILLED, not RUNNING."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
+# SIGTERM takes Ctrl-C's path (processes.Interrupted is a KeyboardInterrupt).
+Terminated = processes.Interrupted
 
 
 @contextlib.contextmanager
 def run_status(mlflow_client, run_id: str) -> Iterator[None]:
-    """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on any other exception."""
+    """FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on any other exception; a
+    heartbeat tag refreshed meanwhile tells other machines that the run's process lives."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    own = main and not processes.installed()
+    previous = signal.signal(signal.SIGTERM, processes._on_signal) if own else None
+    processes.heartbeats.add(run_id, lambda: mlflow_client.set_tag(
+        run_id, processes.HEARTBEAT_TAG, str(int(time.time()))))
     status = "FAILED"
     try:
         yield
         status = "FINISHED"
-    except (KeyboardInterrupt, Terminated):
+    except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if main:
+        processes.heartbeats.remove(run_id)
+        if own:
             signal.signal(signal.SIGTERM, previous)
         failing = sys.exc_info()[1] is not None
         try:
@@ -375,6 +378,47 @@ def run_status(mlflow_client, run_id: str) -> Iterator[None]:
         except Exception:  # noqa: BLE001 - a full or read-only store: report the first error
             if not failing:
                 raise
+
+
+def reap_dead_runs(mlflow_client, experiment_ids: list[str]) -> list[str]:
+    """End FAILED every RUNNING run of these experiments whose process is provably gone
+    (killed -9, out of memory, a power loss), with tag gdexp.failure saying why; returns
+    their ids. One search per call; runs that do not name their process are left alone."""
+    if not experiment_ids:
+        return []
+    runs = mlflow_client.search_runs(list(experiment_ids),
+                                     filter_string="attributes.status = 'RUNNING'",
+                                     max_results=1000)
+    reaped = []
+    for run in runs:
+        reason = processes.gone(run.data.tags)
+        if reason is None:
+            continue
+        mlflow_client.set_tag(run.info.run_id, processes.FAILURE_TAG, reason)
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        reaped.append(run.info.run_id)
+    if reaped:
+        print(f"gdexp: {len(reaped)} run(s) whose process is gone marked FAILED "
+              f"(tag {processes.FAILURE_TAG} says why)", file=sys.stderr, flush=True)
+    return reaped
+
+
+def reap_store(mlflow_client) -> list[str]:
+    """reap_dead_runs over every active experiment of the store."""
+    ids = [e.experiment_id for e in mlflow_client.search_experiments(max_results=1000)]
+    return reap_dead_runs(mlflow_client, ids)
+
+
+def end_unfinished(mlflow_client, parent_id: str, status: str) -> int:
+    """Give every still RUNNING child of a sweep run ``status``; how many there were."""
+    parent = mlflow_client.get_run(parent_id)
+    runs = mlflow_client.search_runs([parent.info.experiment_id],
+                                     filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                                   "attributes.status = 'RUNNING'",
+                                     max_results=10000)
+    for run in runs:
+        mlflow_client.set_terminated(run.info.run_id, status)
+    return len(runs)
 
 
 def param_value(value) -> str:

@@ -1,0 +1,250 @@
+"""Processes behind runs: one shutdown path for Ctrl-C and SIGTERM, and whether a run's process lives."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+# Tags that say which process holds a run open (see identity()) and when it last said so.
+HOST_TAG = "gdexp.host"
+PID_TAG = "gdexp.pid"
+START_TAG = "gdexp.process_start"
+MACHINE_TAG = "gdexp.machine"
+HEARTBEAT_TAG = "gdexp.heartbeat"
+FAILURE_TAG = "gdexp.failure"
+# One store write per open run this often; a run on another machine counts as dead once its
+# heartbeat is older than HEARTBEAT_TIMEOUT (generous: a busy shared server may lag).
+HEARTBEAT_EVERY = 30.0
+HEARTBEAT_TIMEOUT = 600.0
+# How long stopped workers get to close their own runs before they are killed.
+GRACE_SECONDS = 5.0
+LAUNCHER_ENV = "GDEXP_LAUNCHER_PID"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM in the main thread. A KeyboardInterrupt, so that SIGTERM takes every
+    path Ctrl-C takes (runs end KILLED, sweeps stop); ``signum`` gives the exit status."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def exit_status(error: BaseException) -> int:
+    """128 + the signal number, as a shell reports a process ended by that signal."""
+    return 128 + int(getattr(error, "signum", signal.SIGINT))
+
+
+def _on_signal(signum, frame):
+    # Workers hear it before this process unwinds, so they can end their own runs KILLED
+    # while the launcher waits for them (stop_descendants).
+    signal_all(descendants(), signal.SIGTERM)
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """Ctrl-C and SIGTERM raise Interrupted in the main thread after signalling every
+    descendant process (joblib's loky workers, submitit's job processes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+
+
+def installed() -> bool:
+    return signal.getsignal(signal.SIGTERM) is _on_signal
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While cleaning up after a signal, a second Ctrl-C must not cut the cleanup short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def is_launcher() -> bool:
+    """Whether this process is the `gdexp run` that launched the sweep (or the single run),
+    as opposed to a worker process running some of its jobs."""
+    return os.environ.get(LAUNCHER_ENV) in (None, str(os.getpid()))
+
+
+def _stat(pid: int) -> Optional[tuple[str, int, int]]:
+    """(state, parent pid, start time in clock ticks since boot) from /proc, None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def descendants(root: Optional[int] = None) -> list[tuple[int, int]]:
+    """(pid, start time) of every process below ``root`` (default: this one). Linux /proc;
+    elsewhere empty."""
+    root = os.getpid() if root is None else root
+    children: dict[int, list[tuple[int, int]]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[0] != "Z":
+                children.setdefault(stat[1], []).append((int(entry), stat[2]))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _alive(pid: int, start: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z" and stat[2] == start
+
+
+def signal_all(processes: list[tuple[int, int]], sig: int) -> None:
+    for pid, start in processes:
+        if _alive(pid, start):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    """Whether the process ignores SIGTERM (multiprocessing's resource tracker does)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def stop_descendants(grace: float = GRACE_SECONDS) -> int:
+    """SIGTERM every descendant, wait up to ``grace`` seconds for those that heed it, SIGKILL
+    what is left (twice: a process may have started children meanwhile). Returns how many
+    there were."""
+    procs = descendants()
+    signal_all(procs, signal.SIGTERM)
+    heeding = [p for p in procs if not _ignores_sigterm(p[0])]
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(*p) for p in heeding):
+        time.sleep(0.05)
+    for _ in range(2):
+        left = [p for p in procs if _alive(*p)] + [p for p in descendants() if p not in procs]
+        signal_all(left, signal.SIGKILL)
+        procs += [p for p in left if p not in procs]
+    # reap our own children so none lingers as a zombie
+    with contextlib.suppress(ChildProcessError, OSError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    return len(procs)
+
+
+@contextlib.contextmanager
+def job_signals() -> Iterator[None]:
+    """During a job in a worker process: SIGTERM (from the launcher) and Ctrl-C (a terminal
+    signals its whole foreground group) raise Interrupted, so the job's run ends KILLED."""
+    if is_launcher() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# ---- which process holds a run ---------------------------------------------------------------
+
+def _machine() -> str:
+    """This kernel boot and pid namespace: pids are comparable only within one of them."""
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id",):
+        with contextlib.suppress(OSError):
+            parts.append(Path(path).read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return "/".join(parts)
+
+
+def identity() -> dict[str, str]:
+    """Tags naming this process: host, pid, its start time, and the machine (boot and pid
+    namespace) in which that pid means something."""
+    stat = _stat(os.getpid())
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            START_TAG: str(stat[2]) if stat else "", MACHINE_TAG: _machine(),
+            HEARTBEAT_TAG: str(int(time.time()))}
+
+
+def gone(tags: dict, now: Optional[float] = None) -> Optional[str]:
+    """Why the process that holds a run open is provably gone, or None when it may live (or
+    the run does not say which process holds it)."""
+    pid, host = tags.get(PID_TAG), tags.get(HOST_TAG, "?")
+    if not pid or not pid.isdigit():
+        return None
+    machine = _machine()
+    if machine and tags.get(MACHINE_TAG) == machine:
+        stat = _stat(int(pid))
+        if stat is None or stat[0] == "Z":
+            return f"process {pid} on {host} ended without closing the run"
+        if tags.get(START_TAG) and str(stat[2]) != tags[START_TAG]:
+            return f"process {pid} on {host} ended without closing the run (pid reused)"
+        return None
+    beat = tags.get(HEARTBEAT_TAG, "")
+    if not beat.isdigit():
+        return None
+    age = (time.time() if now is None else now) - int(beat)
+    if age > HEARTBEAT_TIMEOUT:
+        return (f"no heartbeat from process {pid} on {host} for {age / 60:.0f} min "
+                f"(limit {HEARTBEAT_TIMEOUT / 60:.0f})")
+    return None
+
+
+class _Heartbeats:
+    """One daemon thread per process calling each open run's beat every HEARTBEAT_EVERY s."""
+
+    def __init__(self) -> None:
+        self.beats: dict[str, Callable[[], None]] = {}
+        self.lock = threading.Lock()
+        self.thread: Optional[threading.Thread] = None
+
+    def add(self, run_id: str, beat: Callable[[], None]) -> None:
+        with self.lock:
+            self.beats[run_id] = beat
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._loop, name="gdexp-heartbeat",
+                                               daemon=True)
+                self.thread.start()
+
+    def remove(self, run_id: str) -> None:
+        with self.lock:
+            self.beats.pop(run_id, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_EVERY)
+            with self.lock:
+                beats = list(self.beats.values())
+            for beat in beats:
+                with contextlib.suppress(Exception):  # a busy store: the next beat will do
+                    beat()
+
+
+heartbeats = _Heartbeats()

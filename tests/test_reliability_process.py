@@ -1,0 +1,224 @@
+"""Processes and signals, as a user meets them: Ctrl-C / SIGTERM, kill -9, shared sweep folders,
+bad sweep values. Real subprocesses, real signals, real sqlite stores."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gdexp import processes
+
+from .conftest import run_cli
+
+# A descent that never ends on its own (f stays far from any tolerance).
+FOREVER = ("stop.max_steps=100000000", "stop.grad_tol=0", "stop.step_tol=0", "stop.value_tol=0",
+           "tracking.plots=false", "diagnostics.enabled=false")
+RATES = "optimizer.lr=1e-9,2e-9,3e-9"
+
+
+def runs(outputs: Path) -> list[tuple[str, str]]:
+    """(name, status) of every run in the store, oldest first; [] before the store exists."""
+    db = outputs / "mlflow.db"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("select name, status from runs order by start_time").fetchall()
+    except sqlite3.Error:  # tables not created yet
+        return []
+
+
+def tags(outputs: Path, key: str) -> list[str]:
+    with sqlite3.connect(f"file:{outputs / 'mlflow.db'}?mode=ro", uri=True) as con:
+        return [v for (v,) in con.execute("select value from tags where key = ?", (key,))]
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    return processes.descendants(pid)
+
+
+def alive(procs) -> list[int]:
+    return [pid for pid, start in procs if processes._alive(pid, start)]
+
+
+class Launched:
+    """`gdexp run ARGS` in its own session (so that a whole-group signal is a terminal's Ctrl-C)."""
+
+    def __init__(self, outputs: Path, *args: str) -> None:
+        self.outputs = outputs
+        self.err = open(outputs.parent / "stderr.txt", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gdexp", "run", *args],
+                                     env={**os.environ, "GDEXP_OUTPUTS": str(outputs)},
+                                     stdout=subprocess.DEVNULL, stderr=self.err,
+                                     start_new_session=True)
+
+    def wait_running(self, jobs: int, timeout: float = 240) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.stderr()
+            if sum(1 for name, status in runs(self.outputs)
+                   if status == "RUNNING" and not name.startswith("sweep-")) >= jobs:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{jobs} running jobs not seen:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        self.err.flush()
+        return (self.outputs.parent / "stderr.txt").read_text()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def interrupt_and_check(outputs: Path, launched: Launched, jobs: int, sig: int, group: bool,
+                        sweep: bool) -> None:
+    """Signal it once everything runs; then: exit 128 + sig within seconds, one line on
+    stderr, no process left, every run that did not finish (and the sweep run) KILLED."""
+    try:
+        launched.wait_running(jobs)
+        workers = descendants(launched.proc.pid)
+        before = len(launched.stderr().splitlines())
+        t0 = time.time()
+        if group:
+            os.killpg(launched.proc.pid, sig)
+        else:
+            launched.proc.send_signal(sig)
+        rc = launched.proc.wait(timeout=60)
+        seconds = time.time() - t0
+    finally:
+        launched.kill()
+    print(f"exit {rc} {seconds:.1f} s after {signal.Signals(sig).name}; workers {workers}")
+    assert rc == 128 + sig
+    assert seconds < 15
+    assert alive(workers) == []
+    new = [line for line in launched.stderr().splitlines()[before:] if " INFO " not in line]
+    assert new == [f"gdexp: interrupted by {'SIGTERM' if sig == signal.SIGTERM else 'Ctrl-C'}"
+                   "; every unfinished run ended KILLED"], new
+    found = runs(outputs)
+    assert sum(1 for name, _ in found if name.startswith("sweep-")) == (1 if sweep else 0)
+    assert {status for _, status in found} == {"KILLED"}, found
+    assert len(found) == jobs + (1 if sweep else 0)
+
+
+def test_ctrl_c_on_a_single_run(outputs):
+    launched = Launched(outputs, *FOREVER, "optimizer.lr=1e-9")
+    interrupt_and_check(outputs, launched, 1, signal.SIGINT, group=True, sweep=False)
+
+
+def test_sigterm_on_a_basic_sweep_ends_it_killed(outputs):
+    launched = Launched(outputs, "-m", RATES, *FOREVER)
+    interrupt_and_check(outputs, launched, 1, signal.SIGTERM, group=False, sweep=True)
+
+
+@pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["kill-pid", "ctrl-c"])
+def test_signals_stop_a_joblib_sweep_and_its_workers(outputs, sig, group):
+    launched = Launched(outputs, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                        RATES, *FOREVER)
+    interrupt_and_check(outputs, launched, 2, sig, group=group, sweep=True)
+
+
+def test_sigterm_stops_a_submitit_sweep_and_its_job_processes(outputs):
+    launched = Launched(outputs, "-m", "hydra/launcher=submitit_local", "optimizer.lr=1e-9,2e-9",
+                        *FOREVER)
+    interrupt_and_check(outputs, launched, 2, signal.SIGTERM, group=False, sweep=True)
+
+
+def test_a_run_whose_process_was_killed_is_failed_by_the_next_command(outputs):
+    launched = Launched(outputs, *FOREVER, "optimizer.lr=1e-9")
+    try:
+        launched.wait_running(1)
+        pid = launched.proc.pid
+        assert tags(outputs, processes.PID_TAG) == [str(pid)]
+        assert tags(outputs, processes.HOST_TAG) == [os.uname().nodename]
+        os.kill(pid, signal.SIGKILL)
+        launched.proc.wait(timeout=30)
+    finally:
+        launched.kill()
+    assert runs(outputs) == [("quadratic-gd-lr1e-09-s0", "RUNNING")]
+    proc = run_cli("report", "gdexp", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 run(s) whose process is gone marked FAILED" in proc.stderr
+    assert runs(outputs) == [("quadratic-gd-lr1e-09-s0", "FAILED")]
+    assert tags(outputs, processes.FAILURE_TAG) == [
+        f"process {pid} on {os.uname().nodename} ended without closing the run"]
+    assert " running " not in proc.stdout and "failed" in proc.stdout
+
+
+def test_which_processes_count_as_gone():
+    me = processes.identity()
+    now = time.time()
+    assert processes.gone(me) is None  # this very process
+    assert processes.gone({}) is None  # a run that does not say who holds it
+    # same machine: a pid that cannot exist, or one that started at another time
+    assert "ended without closing" in processes.gone({**me, processes.PID_TAG: str(2 ** 22 + 7)})
+    reused = {**me, processes.START_TAG: str(int(me[processes.START_TAG]) + 1)}
+    assert "pid reused" in processes.gone(reused)
+    # another machine: only the heartbeat can tell
+    other = {**me, processes.MACHINE_TAG: "elsewhere", processes.HOST_TAG: "node7"}
+    fresh = {**other, processes.HEARTBEAT_TAG: str(int(now) - 60)}
+    stale = {**other, processes.HEARTBEAT_TAG: str(int(now - processes.HEARTBEAT_TIMEOUT) - 60)}
+    assert processes.gone(fresh, now) is None
+    assert "no heartbeat from process" in processes.gone(stale, now)
+    assert "node7" in processes.gone(stale, now)
+
+
+def test_heartbeat_is_refreshed_while_a_run_is_open(monkeypatch):
+    monkeypatch.setattr(processes, "HEARTBEAT_EVERY", 0.05)
+    beats = processes._Heartbeats()
+    seen = []
+    beats.add("r", lambda: seen.append(time.time()))
+    time.sleep(0.5)
+    beats.remove("r")
+    count = len(seen)
+    time.sleep(0.3)
+    assert count >= 3 and len(seen) == count
+
+
+def test_a_sweep_folder_in_use_by_a_live_sweep_is_refused(outputs, tmp_path):
+    folder = tmp_path / "same"
+    first = Launched(outputs, "-m", "optimizer.lr=1e-9,2e-9", *FOREVER,
+                     f"hydra.sweep.dir={folder}")
+    try:
+        first.wait_running(1)
+        second = run_cli("run", "-m", "optimizer.lr=0.1,0.2", "stop.max_steps=5",
+                         f"hydra.sweep.dir={folder}", outputs=outputs)
+        assert second.returncode == 2, second.stderr
+        lines = [line for line in second.stderr.splitlines() if " INFO " not in line]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"gdexp: error: hydra.sweep.dir: expected a folder no running sweep uses, got "
+            f"'{folder}' (sweep run "), lines
+        # nothing of the refused sweep reached the store
+        assert [status for name, status in runs(outputs)] == ["RUNNING", "RUNNING"]
+    finally:
+        first.kill()
+    # once that sweep is gone (even by kill -9) the folder can be used again
+    again = run_cli("run", "-m", "optimizer.lr=0.1,0.2", "stop.max_steps=5", "tracking.plots=false",
+                    f"hydra.sweep.dir={folder}", outputs=outputs)
+    assert again.returncode == 0, again.stderr
+    assert "run(s) whose process is gone marked FAILED" in again.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (("optimizer.lr=0.1,-1",), "optimizer.lr: expected a number > 0, got -1"),
+    (("optimizer.lr=0.1,0.2", "init.x0=[1,1],[1,2,3]"),
+     "init.x0: has length 3 but objective.dim is 2 (got [1, 2, 3])"),
+    (("objective=quadratic,nosuch",),
+     "objective: expected one of " + ", ".join(sorted(
+         p.stem for p in (Path(__file__).parents[1] / "conf" / "objective").glob("*.yaml")))
+     + ", got 'nosuch'"),
+], ids=["lr", "x0", "group"])
+def test_a_bad_sweep_value_stops_the_sweep_before_anything_runs(outputs, args, message):
+    proc = run_cli("run", "-m", *args, "stop.max_steps=5", outputs=outputs)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"gdexp: error: {message}"]
+    assert "job 1" not in proc.stdout
+    assert runs(outputs) == []  # no sweep run, no job run
