@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,12 +31,19 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.total_jobs = count_jobs(config)
+        from . import config as gconfig
+
+        try:  # Hydra turns a callback's exception into a warning: exit here, before any job
+            gconfig.check_keys(config)
+            if config.tracking.enabled:
+                gconfig.check_tracking(config)
+        except gconfig.ConfigError as e:
+            print(f"gdexp: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         if not config.tracking.enabled:
             return
-        from . import config as gconfig
         from . import tracking
 
-        gconfig.check_tracking(config)
         uri = tracking.resolve_uri(config.tracking.uri)
         tracking.check_uri(uri)
         client = tracking.client(uri)

@@ -1,12 +1,16 @@
 """Config → core objects: the one module that reads a DictConfig, validates it and builds a Plan."""
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .descent import Armijo
@@ -76,6 +80,176 @@ def _choice(cfg: DictConfig, group: str, registry: dict) -> str:
     return name
 
 
+# ---------------------------------------------------------------------------------------------
+# Known keys. A key is known when a shipped config file sets it (conf/config.yaml, or an
+# option file conf/GROUP/*.yaml of the option chosen) or, for a group backed by a registry,
+# when it is a keyword parameter of the chosen factory. A new option file or a new default
+# in conf/config.yaml is therefore known without code; `+key=value` typos are not.
+
+# Groups whose `name` picks a factory; its keyword parameters are keys of the group.
+REGISTRIES = {"objective": OBJECTIVES, "init": INITS, "optimizer": OPTIMIZERS,
+              "schedule": SCHEDULES}
+# Factory arguments that gdexp passes itself, never a config key.
+_NOT_KEYS = ("objective", "n_starts", "rng")
+# Config groups that belong to Hydra, not to a run.
+_HYDRA_GROUPS = ("hydra",)
+
+
+def _leaves(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves of nested dicts (a list or an empty dict is a leaf)."""
+    if isinstance(node, dict) and node:
+        out = []
+        for k, v in node.items():
+            out += _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [prefix] if prefix else []
+
+
+def _package(path) -> Optional[str]:
+    """The ``# @package`` header of a config file, if any."""
+    for line in path.read_text().splitlines():
+        m = re.match(r"#\s*@package\s+(\S+)", line)
+        if m:
+            return m.group(1)
+        if line.strip() and not line.startswith("#"):
+            return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_keys() -> tuple[frozenset, dict]:
+    """(top-level dotted keys of conf/config.yaml, {group: [(option name, dotted keys)]}).
+    An option's name is its ``name`` key (two files may share one: quadratic_ill is a
+    quadratic), or its file name when it has none."""
+    main = yaml.safe_load((CONF_DIR / "config.yaml").read_text()) or {}
+    top = set(_leaves({k: v for k, v in main.items() if k not in ("defaults", *_HYDRA_GROUPS)}))
+    groups: dict[str, list] = {}
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        if folder.name in _HYDRA_GROUPS:
+            continue
+        options = groups.setdefault(folder.name, [])
+        for path in sorted(folder.glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            data = {k: v for k, v in data.items() if k != "defaults"}
+            if _package(path) == "_global_":
+                top |= set(_leaves(data))
+                continue
+            options.append((data.get("name", path.stem), frozenset(_leaves(data))))
+    return frozenset(top), groups
+
+
+def group_keys(group: str, name: Any = None) -> list[str]:
+    """The keys (relative to the group) that ``group`` accepts when its option ``name`` is
+    chosen: those of the option files with that name and, for a registry, the factory's
+    keyword parameters. An unknown or absent name: the keys of every option."""
+    options = _shipped_keys()[1].get(group, [])
+    chosen = [keys for option, keys in options if option == name and name is not None]
+    registry = REGISTRIES.get(group, {})
+    if not chosen and name not in registry:
+        chosen = [keys for _, keys in options]
+    keys: list[str] = []
+    for ks in chosen:
+        keys += [k for k in sorted(ks) if k not in keys]
+    if isinstance(name, str) and name in registry:
+        params = inspect.signature(registry[name]).parameters
+        keys += [p for p in params if p not in _NOT_KEYS and p not in keys]
+    return keys
+
+
+def option_name(group: str, option: str) -> Optional[str]:
+    """The ``name`` that choosing the option file ``group=option`` sets (None: no such file)."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return data.get("name", option) if isinstance(data, dict) else option
+
+
+def default_choices() -> dict[str, dict]:
+    """``{group: {"name": ...}}`` for the options conf/config.yaml chooses by default."""
+    main = yaml.safe_load((CONF_DIR / "config.yaml").read_text()) or {}
+    out = {}
+    for entry in main.get("defaults", []):
+        if isinstance(entry, dict):
+            for group, option in entry.items():
+                if isinstance(option, str) and option_name(group, option) is not None:
+                    out[group] = {"name": option_name(group, option)}
+    return out
+
+
+def known_keys(cfg: Optional[dict] = None) -> list[str]:
+    """Every dotted key a config may hold, given the options ``cfg`` chose (if given)."""
+    top, groups = _shipped_keys()
+    keys = sorted(top)
+    for group in groups:
+        node = (cfg or {}).get(group)
+        name = node.get("name") if isinstance(node, dict) else None
+        keys += [f"{group}.{k}" for k in group_keys(group, name)]
+    return keys
+
+
+def _is_known(path: str, known: set) -> bool:
+    """``path`` is a known key, lies under a known leaf (a list or a null that a user filled
+    with a mapping: its value check refuses it), or is a known mapping given as a scalar."""
+    parts = path.split(".")
+    return (any(".".join(parts[:i]) in known for i in range(1, len(parts) + 1))
+            or any(k.startswith(path + ".") for k in known))
+
+
+def _closest(word: str, choices: list[str], cutoff: float) -> Optional[str]:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def unknown_key_message(key: str, cfg: Optional[dict] = None) -> str:
+    """``KEY: unknown key; did you mean CLOSEST? (allowed in GROUP: ...)`` for a key gdexp
+    does not know, given the options ``cfg`` chose."""
+    cfg = cfg or {}
+    known = known_keys(cfg)
+    top, groups = _shipped_keys()
+    parts = key.split(".")
+    tail = parts[-1]
+    # its longest known parent, and the keys beside it there
+    parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)
+                   if any(k.startswith(".".join(parts[:i]) + ".") for k in known)), "")
+    if parent:
+        beside = [k[len(parent) + 1:] for k in known if k.startswith(parent + ".")]
+    else:
+        beside = sorted({k.split(".")[0] for k in top} | set(groups))
+    rest = key[len(parent) + 1:] if parent else key
+    closest = _closest(rest, beside, 0.6)
+    closest = f"{parent}.{closest}" if closest and parent else closest
+    if closest is None:  # the same name elsewhere (`+max_steps=10`)
+        closest = next((k for k in known if k.rsplit(".", 1)[-1] == tail), None)
+    hint = f"did you mean {closest}? " if closest else ""
+    where = "at the top level"
+    group = parts[0]
+    if parent:
+        where = f"in {parent}"
+        node = cfg.get(group)
+        name = node.get("name") if isinstance(node, dict) else None
+        if parent == group and name is not None and group in groups:
+            where = f"in {group} {_fmt(name)}"
+            others = [str(o) for o, ks in groups[group] if rest in ks and o != name]
+            others += [o for o, f in REGISTRIES.get(group, {}).items() if o not in others
+                       and o != name and rest in inspect.signature(f).parameters]
+            if others and not closest:
+                hint = f"it is a key of {group} {', '.join(sorted(set(others)))} "
+    hint = f"; {hint}" if hint else " "
+    return f"{key}: unknown key{hint}(allowed {where}: {', '.join(beside)})"
+
+
+def check_keys(cfg) -> None:
+    """Refuse any key of the composed config that gdexp does not know (a ConfigError naming
+    the key and the closest known one). Hydra's own settings (``hydra``) are not looked at."""
+    data = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    data = {k: v for k, v in data.items() if k not in _HYDRA_GROUPS}
+    known = set(known_keys(data))
+    for path in _leaves(data):
+        if not _is_known(path, known):
+            raise ConfigError(unknown_key_message(path, data))
+
+
 def _params(cfg: DictConfig, group: str, factory: Callable, skip=("name",)) -> dict:
     """The group's keys minus ``skip``, checked against the factory's keyword parameters."""
     params = {k: v for k, v in OmegaConf.to_container(cfg[group], resolve=True).items()
@@ -123,6 +297,7 @@ def build_objective(cfg: DictConfig) -> Objective:
 
 def build(cfg: DictConfig) -> Plan:
     """Validate the whole config and build the objects a run needs; raises ConfigError."""
+    check_keys(cfg)
     seed = number(cfg, "seed", minimum=0, integer=True)
     objective = build_objective(cfg)
 
