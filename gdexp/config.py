@@ -5,7 +5,9 @@ import difflib
 import functools
 import inspect
 import math
+import os
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -13,9 +15,12 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from . import descent
 from .descent import Armijo
+from .diagnostics import HESSIAN_BUDGET
 from .inits import INITS
 from .objectives import OBJECTIVES, Objective
+from .objectives.base import footprint_of
 from .optimizers import OPTIMIZERS, Optimizer
 from .paths import CONF_DIR, EXPERIMENTS_DIR, ROOT, outputs_dir  # noqa: F401 (re-exported)
 from .schedules import SCHEDULES
@@ -295,10 +300,119 @@ def build_objective(cfg: DictConfig) -> Objective:
     return _call("objective", name, factory, **_params(cfg, "objective", factory))
 
 
+# ---------------------------------------------------------------------------------------------
+# Memory: a run is sized from its config before anything is allocated, and refused when it
+# cannot fit, instead of growing until the machine kills it.
+
+# memory_limit: null allows this fraction of the machine's memory (or of the cgroup's limit).
+MEMORY_FRACTION = 0.8
+# The interpreter with numpy, autograd, matplotlib and MLflow loaded.
+BASE_BYTES = 400 * 2 ** 20
+GB = 1e9
+
+
+def machine_memory() -> int:
+    """Bytes of RAM this process may use: the physical memory, or a smaller cgroup limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return total
+
+
+def memory_limit(cfg) -> tuple[float, str]:
+    """(bytes allowed, how that limit was set) from ``memory_limit`` (GB; null: a fraction of RAM)."""
+    if cfg.get("memory_limit") is None:
+        ram = machine_memory()
+        return MEMORY_FRACTION * ram, (f"memory_limit: null, {MEMORY_FRACTION:.0%} of this "
+                                       f"machine's {ram / GB:.1f} GB")
+    return number(cfg, "memory_limit", minimum=0, strict=True) * GB, "memory_limit"
+
+
+def _count_starts(cfg) -> tuple[int, str]:
+    """(starts of the batch, the key that sets them) from the validated init and lr keys."""
+    init = cfg.init.get("name")
+    if init == "grid":
+        n, key = number(cfg, "init.k", minimum=1, integer=True), "init.k"
+    else:
+        n, key = number(cfg, "init.n_starts", minimum=1, integer=True), "init.n_starts"
+    lr = cfg.optimizer.get("lr")
+    rates = len(lr) if OmegaConf.is_list(lr) else 1
+    return n, key, rates
+
+
+def memory_estimate(cfg) -> Optional[dict]:
+    """Bytes of the run's peak memory by part, with what drives them; None when the values
+    it needs are not valid yet (their own checks then report them)."""
+    name = cfg.objective.get("name")
+    if name not in OBJECTIVES or cfg.optimizer.get("name") not in OPTIMIZERS:
+        return None
+    params = {k: v for k, v in OmegaConf.to_container(cfg.objective, resolve=True).items()
+              if k != "name"}
+    try:
+        size = footprint_of(OBJECTIVES[name], params)
+    except (TypeError, ValueError):
+        return None
+    d = size.dim
+    n, key, rates = _count_starts(cfg)
+    if cfg.init.get("name") == "grid":
+        n = n ** d
+    n *= rates
+    opt_params = _params(cfg, "optimizer", OPTIMIZERS[cfg.optimizer.name], skip=("name", "lr"))
+    try:
+        state = OPTIMIZERS[cfg.optimizer.name](**opt_params).init(np.zeros((1, 1)))
+    except (TypeError, ValueError):
+        return None
+    state_arrays = sum(isinstance(a, np.ndarray) for a in state)
+    max_steps = number(cfg, "stop.max_steps", minimum=0, integer=True)
+    trace_budget = number(cfg, "trace_budget", minimum=1, integer=True)
+    path_budget = number(cfg, "path_budget", minimum=1, integer=True)
+    parts = descent.memory_needed(d, n, max_steps=max_steps, trace_budget=trace_budget,
+                                  path_budget=path_budget, state_arrays=state_arrays,
+                                  per_start=size.per_start)
+    parts["objective's constants"] = size.constants
+    if cfg.diagnostics.get("enabled") is True:
+        curve_rows = descent._rows(max_steps, trace_budget, n)
+        path_rows = descent._rows(max_steps, path_budget, d * n)
+        targets = cfg.diagnostics.get("targets")
+        parts["diagnostics"] = (12 * n * curve_rows + 2 * d * n * path_rows
+                                + 2 * n * (len(targets) if OmegaConf.is_list(targets) else 1)
+                                + 8 * HESSIAN_BUDGET)
+    parts = {k: 8 * v for k, v in parts.items()}
+    drivers = {"objective's constants": "objective.dim", "trace": "trace_budget",
+               "path": "path_budget"}
+    return {"parts": parts, "total": BASE_BYTES + sum(parts.values()), "dim": d, "n": n,
+            "starts_key": key if rates == 1 else f"{key} or the optimizer.lr list",
+            "drivers": drivers}
+
+
+def _gb(b: float) -> str:
+    return f"{b / GB:.3g} GB" if b < 1e3 * GB else f"{b / GB:.3e} GB"
+
+
+def check_memory(cfg) -> Optional[int]:
+    """Refuse a run whose estimated peak memory exceeds the limit; returns the estimate."""
+    est = memory_estimate(cfg)
+    if est is None:
+        return None
+    limit, how = memory_limit(cfg)
+    if est["total"] > limit:
+        part, size = max(est["parts"].items(), key=lambda kv: kv[1])
+        key = est["drivers"].get(part, est["starts_key"])
+        raise ConfigError(
+            f"memory_limit: this run needs about {_gb(est['total'])} ({part} {_gb(size)}: "
+            f"{est['n']} starts x {est['dim']} dimensions), more than the limit of "
+            f"{_gb(limit)} ({how}); lower {key}, or raise memory_limit (GB)")
+    return est["total"]
+
+
 def build(cfg: DictConfig) -> Plan:
     """Validate the whole config and build the objects a run needs; raises ConfigError."""
     check_keys(cfg)
     seed = number(cfg, "seed", minimum=0, integer=True)
+    check_memory(cfg)
     objective = build_objective(cfg)
 
     init_name = _choice(cfg, "init", INITS)
