@@ -377,7 +377,7 @@ def memory_estimate(cfg) -> Optional[dict]:
         curve_rows = descent._rows(max_steps, trace_budget, n)
         path_rows = descent._rows(max_steps, path_budget, d * n)
         targets = cfg.diagnostics.get("targets")
-        parts["diagnostics"] = (12 * n * curve_rows + 2 * d * n * path_rows
+        parts["diagnostics"] = (8 * n * curve_rows + 2 * d * n * path_rows
                                 + 2 * n * (len(targets) if OmegaConf.is_list(targets) else 1)
                                 + 8 * HESSIAN_BUDGET)
     parts = {k: 8 * v for k, v in parts.items()}
