@@ -56,11 +56,12 @@ class SweepCallback(Callback):
         self.total_jobs = count_jobs(config)
         _launch.clear()
         _launch.update(total_jobs=self.total_jobs)
-        if config.tracking.enabled:
-            try:
+        try:
+            gconfig.check_keys(config)
+            if config.tracking.enabled:
                 gconfig.check_tracking(config)
-            except gconfig.ConfigError as e:
-                raise SweepError(str(e)) from None
+        except gconfig.ConfigError as e:
+            raise SweepError(str(e)) from None
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         if target != BASIC_SWEEPER:  # it does not show its jobs before launching them
             open_sweep(config)

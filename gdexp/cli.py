@@ -132,9 +132,91 @@ def _validate_choices(self, batch) -> None:
     callbacks.open_sweep(self.config)
 
 
+GRAMMAR = "https://hydra.cc/docs/1.3/advanced/override_grammar/basic/"
+
+
+def _choices(argv: list[str]) -> dict[str, dict]:
+    """The options a command line picks (``group=option``, else conf/config.yaml's defaults)
+    as ``{group: {"name": ...}}``, so that a message can list the keys of those options."""
+    from .config import default_choices, option_name
+
+    chosen = default_choices()
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~").split("@")[0]
+        if eq and "/" not in key and "," not in value:
+            name = option_name(key, value)
+            if name is not None:
+                chosen[key] = {"name": name}
+    return chosen
+
+
+def hydra_error_message(error: Exception, argv: list[str]) -> str:
+    """One line for a mistake that Hydra or OmegaConf catches while composing the config:
+    the key, the bad value and what is allowed, as gdexp's own checks say it."""
+    import difflib
+
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import unknown_key_message
+
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, value = error.missing_cfg_file.rpartition("/")
+        if error.options:
+            near = difflib.get_close_matches(value, error.options, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            return (f"{group or value}: expected one of {', '.join(error.options)}, "
+                    f"got {value!r}{hint}")
+        return f"{group or value}: no config {error.missing_cfg_file!r} ({first})"
+    if isinstance(error, OverrideParseException):
+        reason = first if not first.startswith("Error parsing") else \
+            (text.splitlines()[1] if len(text.splitlines()) > 1 else first)
+        return (f"{error.override}: expected an override KEY=VALUE ({reason}); "
+                f"see {GRAMMAR}")
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    full_key = getattr(cause, "full_key", None)
+    if full_key and ("not in struct" in str(cause) or "Missing key" in str(cause)):
+        return unknown_key_message(full_key, _choices(argv))
+    if first.startswith("Could not append to config. An item is already at"):
+        key = first.split("'")[1]
+        return f"+{key}: {key} is already in the config; set it without '+' ({key}=VALUE)"
+    if first.startswith("Could not delete from config."):
+        key = first.split("'")[1]
+        return f"~{key}: no key {key!r} in the config to delete"
+    return f"{full_key}: {first}" if full_key else first
+
+
+def _report_hydra_errors(argv: list[str]) -> None:
+    """Hydra reports a composition error in ~15 lines and exits 1; gdexp gives its one line
+    and exit 2. Hydra runs every step (composition, --cfg, the run, the sweep) through
+    ``run_and_report``; wrapping it turns Hydra's and OmegaConf's own exceptions into that
+    line and leaves everything else to Hydra's report."""
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    report = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except (HydraException, OmegaConfBaseException) as e:
+                _fail(hydra_error_message(e, argv))
+        return report(guarded)
+
+    run_and_report.__wrapped__ = report
+    hydra_utils.run_and_report = run_and_report
+
+
 def _task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from . import callbacks, pipeline, processes
     from .config import ConfigError, sweep_metric
@@ -146,10 +228,14 @@ def _task(cfg) -> float:
     try:
         with processes.job_signals():
             metric = sweep_metric(cfg)
-            outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
-                                       list(hydra_cfg.overrides.task), parent)
+            # the overrides as typed: a `${...}` in one is text here, not an interpolation
+            overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
+            outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir), overrides,
+                                       parent)
     except ConfigError as e:
         _fail(str(e), getattr(e, "code", 2))
+    except OmegaConfBaseException as e:  # a value OmegaConf cannot resolve, e.g. ${nosuch}
+        _fail(f"{e.full_key}: {str(e).splitlines()[0]}" if e.full_key else str(e))
     except KeyboardInterrupt as e:
         if processes.is_launcher():
             raise
@@ -210,6 +296,7 @@ def run(argv: list[str]) -> int:
 
     Sweeper.validate_batch_is_legal = _validate_choices
     _report_store_errors()
+    _report_hydra_errors(argv)
     if _uses_experiments(argv):
         register_experiments()
     main = hydra.main(config_path=str(CONF_DIR), config_name="config",

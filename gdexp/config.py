@@ -1,20 +1,29 @@
 """Config → core objects: the one module that reads a DictConfig, validates it and builds a Plan."""
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import math
+import os
+import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from . import descent
 from .descent import Armijo
+from .diagnostics import HESSIAN_BUDGET
 from .inits import INITS
 from .objectives import OBJECTIVES, Objective
 from .objectives.data import CLASSIFICATION, DATASETS, REGRESSION, TASKS, Dataset
 from .objectives.learning import ACTIVATIONS, LEARNING, LOSSES
 from .sampling import SAMPLINGS
+from .objectives.base import footprint_of
 from .optimizers import OPTIMIZERS, Optimizer
 from .paths import CONF_DIR, EXPERIMENTS_DIR, ROOT, outputs_dir  # noqa: F401 (re-exported)
 from .schedules import SCHEDULES
@@ -97,6 +106,176 @@ def _choice(cfg: DictConfig, group: str, registry: dict) -> str:
         raise ConfigError(f"{group}.name: unknown {group} {_fmt(name)}; "
                           f"available: {', '.join(sorted(registry))}")
     return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Known keys. A key is known when a shipped config file sets it (conf/config.yaml, or an
+# option file conf/GROUP/*.yaml of the option chosen) or, for a group backed by a registry,
+# when it is a keyword parameter of the chosen factory. A new option file or a new default
+# in conf/config.yaml is therefore known without code; `+key=value` typos are not.
+
+# Groups whose `name` picks a factory; its keyword parameters are keys of the group.
+REGISTRIES = {"objective": OBJECTIVES, "init": INITS, "optimizer": OPTIMIZERS,
+              "schedule": SCHEDULES}
+# Factory arguments that gdexp passes itself, never a config key.
+_NOT_KEYS = ("objective", "n_starts", "rng")
+# Config groups that belong to Hydra, not to a run.
+_HYDRA_GROUPS = ("hydra",)
+
+
+def _leaves(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves of nested dicts (a list or an empty dict is a leaf)."""
+    if isinstance(node, dict) and node:
+        out = []
+        for k, v in node.items():
+            out += _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [prefix] if prefix else []
+
+
+def _package(path) -> Optional[str]:
+    """The ``# @package`` header of a config file, if any."""
+    for line in path.read_text().splitlines():
+        m = re.match(r"#\s*@package\s+(\S+)", line)
+        if m:
+            return m.group(1)
+        if line.strip() and not line.startswith("#"):
+            return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_keys() -> tuple[frozenset, dict]:
+    """(top-level dotted keys of conf/config.yaml, {group: [(option name, dotted keys)]}).
+    An option's name is its ``name`` key (two files may share one: quadratic_ill is a
+    quadratic), or its file name when it has none."""
+    main = yaml.safe_load((CONF_DIR / "config.yaml").read_text()) or {}
+    top = set(_leaves({k: v for k, v in main.items() if k not in ("defaults", *_HYDRA_GROUPS)}))
+    groups: dict[str, list] = {}
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        if folder.name in _HYDRA_GROUPS:
+            continue
+        options = groups.setdefault(folder.name, [])
+        for path in sorted(folder.glob("*.yaml")):
+            data = yaml.safe_load(path.read_text()) or {}
+            data = {k: v for k, v in data.items() if k != "defaults"}
+            if _package(path) == "_global_":
+                top |= set(_leaves(data))
+                continue
+            options.append((data.get("name", path.stem), frozenset(_leaves(data))))
+    return frozenset(top), groups
+
+
+def group_keys(group: str, name: Any = None) -> list[str]:
+    """The keys (relative to the group) that ``group`` accepts when its option ``name`` is
+    chosen: those of the option files with that name and, for a registry, the factory's
+    keyword parameters. An unknown or absent name: the keys of every option."""
+    options = _shipped_keys()[1].get(group, [])
+    chosen = [keys for option, keys in options if option == name and name is not None]
+    registry = REGISTRIES.get(group, {})
+    if not chosen and name not in registry:
+        chosen = [keys for _, keys in options]
+    keys: list[str] = []
+    for ks in chosen:
+        keys += [k for k in sorted(ks) if k not in keys]
+    if isinstance(name, str) and name in registry:
+        params = inspect.signature(registry[name]).parameters
+        keys += [p for p in params if p not in _NOT_KEYS and p not in keys]
+    return keys
+
+
+def option_name(group: str, option: str) -> Optional[str]:
+    """The ``name`` that choosing the option file ``group=option`` sets (None: no such file)."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return data.get("name", option) if isinstance(data, dict) else option
+
+
+def default_choices() -> dict[str, dict]:
+    """``{group: {"name": ...}}`` for the options conf/config.yaml chooses by default."""
+    main = yaml.safe_load((CONF_DIR / "config.yaml").read_text()) or {}
+    out = {}
+    for entry in main.get("defaults", []):
+        if isinstance(entry, dict):
+            for group, option in entry.items():
+                if isinstance(option, str) and option_name(group, option) is not None:
+                    out[group] = {"name": option_name(group, option)}
+    return out
+
+
+def known_keys(cfg: Optional[dict] = None) -> list[str]:
+    """Every dotted key a config may hold, given the options ``cfg`` chose (if given)."""
+    top, groups = _shipped_keys()
+    keys = sorted(top)
+    for group in groups:
+        node = (cfg or {}).get(group)
+        name = node.get("name") if isinstance(node, dict) else None
+        keys += [f"{group}.{k}" for k in group_keys(group, name)]
+    return keys
+
+
+def _is_known(path: str, known: set) -> bool:
+    """``path`` is a known key, lies under a known leaf (a list or a null that a user filled
+    with a mapping: its value check refuses it), or is a known mapping given as a scalar."""
+    parts = path.split(".")
+    return (any(".".join(parts[:i]) in known for i in range(1, len(parts) + 1))
+            or any(k.startswith(path + ".") for k in known))
+
+
+def _closest(word: str, choices: list[str], cutoff: float) -> Optional[str]:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def unknown_key_message(key: str, cfg: Optional[dict] = None) -> str:
+    """``KEY: unknown key; did you mean CLOSEST? (allowed in GROUP: ...)`` for a key gdexp
+    does not know, given the options ``cfg`` chose."""
+    cfg = cfg or {}
+    known = known_keys(cfg)
+    top, groups = _shipped_keys()
+    parts = key.split(".")
+    tail = parts[-1]
+    # its longest known parent, and the keys beside it there
+    parent = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)
+                   if any(k.startswith(".".join(parts[:i]) + ".") for k in known)), "")
+    if parent:
+        beside = [k[len(parent) + 1:] for k in known if k.startswith(parent + ".")]
+    else:
+        beside = sorted({k.split(".")[0] for k in top} | set(groups))
+    rest = key[len(parent) + 1:] if parent else key
+    closest = _closest(rest, beside, 0.6)
+    closest = f"{parent}.{closest}" if closest and parent else closest
+    if closest is None:  # the same name elsewhere (`+max_steps=10`)
+        closest = next((k for k in known if k.rsplit(".", 1)[-1] == tail), None)
+    hint = f"did you mean {closest}? " if closest else ""
+    where = "at the top level"
+    group = parts[0]
+    if parent:
+        where = f"in {parent}"
+        node = cfg.get(group)
+        name = node.get("name") if isinstance(node, dict) else None
+        if parent == group and name is not None and group in groups:
+            where = f"in {group} {_fmt(name)}"
+            others = [str(o) for o, ks in groups[group] if rest in ks and o != name]
+            others += [o for o, f in REGISTRIES.get(group, {}).items() if o not in others
+                       and o != name and rest in inspect.signature(f).parameters]
+            if others and not closest:
+                hint = f"it is a key of {group} {', '.join(sorted(set(others)))} "
+    hint = f"; {hint}" if hint else " "
+    return f"{key}: unknown key{hint}(allowed {where}: {', '.join(beside)})"
+
+
+def check_keys(cfg) -> None:
+    """Refuse any key of the composed config that gdexp does not know (a ConfigError naming
+    the key and the closest known one). Hydra's own settings (``hydra``) are not looked at."""
+    data = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    data = {k: v for k, v in data.items() if k not in _HYDRA_GROUPS}
+    known = set(known_keys(data))
+    for path in _leaves(data):
+        if not _is_known(path, known):
+            raise ConfigError(unknown_key_message(path, data))
 
 
 def _params(cfg: DictConfig, group: str, factory: Callable, skip=("name",)) -> dict:
@@ -242,9 +421,119 @@ def minibatch_options(cfg: DictConfig, objective: Objective) -> dict:
             "evaluate": objective.evaluate}
 
 
+# ---------------------------------------------------------------------------------------------
+# Memory: a run is sized from its config before anything is allocated, and refused when it
+# cannot fit, instead of growing until the machine kills it.
+
+# memory_limit: null allows this fraction of the machine's memory (or of the cgroup's limit).
+MEMORY_FRACTION = 0.8
+# The interpreter with numpy, autograd, matplotlib and MLflow loaded.
+BASE_BYTES = 400 * 2 ** 20
+GB = 1e9
+
+
+def machine_memory() -> int:
+    """Bytes of RAM this process may use: the physical memory, or a smaller cgroup limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            pass
+    return total
+
+
+def memory_limit(cfg) -> tuple[float, str]:
+    """(bytes allowed, how that limit was set) from ``memory_limit`` (GB; null: a fraction of RAM)."""
+    if cfg.get("memory_limit") is None:
+        ram = machine_memory()
+        return MEMORY_FRACTION * ram, (f"memory_limit: null, {MEMORY_FRACTION:.0%} of this "
+                                       f"machine's {ram / GB:.1f} GB")
+    return number(cfg, "memory_limit", minimum=0, strict=True) * GB, "memory_limit"
+
+
+def _count_starts(cfg) -> tuple[int, str]:
+    """(starts of the batch, the key that sets them) from the validated init and lr keys."""
+    init = cfg.init.get("name")
+    if init == "grid":
+        n, key = number(cfg, "init.k", minimum=1, integer=True), "init.k"
+    else:
+        n, key = number(cfg, "init.n_starts", minimum=1, integer=True), "init.n_starts"
+    lr = cfg.optimizer.get("lr")
+    rates = len(lr) if OmegaConf.is_list(lr) else 1
+    return n, key, rates
+
+
+def memory_estimate(cfg) -> Optional[dict]:
+    """Bytes of the run's peak memory by part, with what drives them; None when the values
+    it needs are not valid yet (their own checks then report them)."""
+    name = cfg.objective.get("name")
+    if name not in OBJECTIVES or cfg.optimizer.get("name") not in OPTIMIZERS:
+        return None
+    params = {k: v for k, v in OmegaConf.to_container(cfg.objective, resolve=True).items()
+              if k != "name"}
+    try:
+        size = footprint_of(OBJECTIVES[name], params)
+    except (TypeError, ValueError):
+        return None
+    d = size.dim
+    n, key, rates = _count_starts(cfg)
+    if cfg.init.get("name") == "grid":
+        n = n ** d
+    n *= rates
+    opt_params = _params(cfg, "optimizer", OPTIMIZERS[cfg.optimizer.name], skip=("name", "lr"))
+    try:
+        state = OPTIMIZERS[cfg.optimizer.name](**opt_params).init(np.zeros((1, 1)))
+    except (TypeError, ValueError):
+        return None
+    state_arrays = sum(isinstance(a, np.ndarray) for a in state)
+    max_steps = number(cfg, "stop.max_steps", minimum=0, integer=True)
+    trace_budget = number(cfg, "trace_budget", minimum=1, integer=True)
+    path_budget = number(cfg, "path_budget", minimum=1, integer=True)
+    parts = descent.memory_needed(d, n, max_steps=max_steps, trace_budget=trace_budget,
+                                  path_budget=path_budget, state_arrays=state_arrays,
+                                  per_start=size.per_start)
+    parts["objective's constants"] = size.constants
+    if cfg.diagnostics.get("enabled") is True:
+        curve_rows = descent._rows(max_steps, trace_budget, n)
+        path_rows = descent._rows(max_steps, path_budget, d * n)
+        targets = cfg.diagnostics.get("targets")
+        parts["diagnostics"] = (8 * n * curve_rows + 2 * d * n * path_rows
+                                + 2 * n * (len(targets) if OmegaConf.is_list(targets) else 1)
+                                + 8 * HESSIAN_BUDGET)
+    parts = {k: 8 * v for k, v in parts.items()}
+    drivers = {"objective's constants": "objective.dim", "trace": "trace_budget",
+               "path": "path_budget"}
+    return {"parts": parts, "total": BASE_BYTES + sum(parts.values()), "dim": d, "n": n,
+            "starts_key": key if rates == 1 else f"{key} or the optimizer.lr list",
+            "drivers": drivers}
+
+
+def _gb(b: float) -> str:
+    return f"{b / GB:.3g} GB" if b < 1e3 * GB else f"{b / GB:.3e} GB"
+
+
+def check_memory(cfg) -> Optional[int]:
+    """Refuse a run whose estimated peak memory exceeds the limit; returns the estimate."""
+    est = memory_estimate(cfg)
+    if est is None:
+        return None
+    limit, how = memory_limit(cfg)
+    if est["total"] > limit:
+        part, size = max(est["parts"].items(), key=lambda kv: kv[1])
+        key = est["drivers"].get(part, est["starts_key"])
+        raise ConfigError(
+            f"memory_limit: this run needs about {_gb(est['total'])} ({part} {_gb(size)}: "
+            f"{est['n']} starts x {est['dim']} dimensions), more than the limit of "
+            f"{_gb(limit)} ({how}); lower {key}, or raise memory_limit (GB)")
+    return est["total"]
+
+
 def build(cfg: DictConfig) -> Plan:
     """Validate the whole config and build the objects a run needs; raises ConfigError."""
+    check_keys(cfg)
     seed = number(cfg, "seed", minimum=0, integer=True)
+    check_memory(cfg)
     objective = build_objective(cfg)
 
     init_name = _choice(cfg, "init", INITS)

@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from autograd import make_vjp
 
-from .objectives import Objective
+from .objectives import MAX_LISTED_MINIMA, Objective
 from .optimizers import Optimizer
 from .sampling import BatchSampler
 
@@ -174,19 +174,57 @@ def batched_value_and_grad(f: Callable) -> Callable:
     return value_and_grads
 
 
+# nearest_minima measures every final point against every listed minimum: at most this many
+# (coordinate, start, minimum) differences at a time, so that 10^6 starts against Rastrigin's
+# 121 minima need megabytes, not gigabytes.
+DISTANCE_BLOCK = 1 << 22
+
+
 def nearest_minima(objective: Objective, x: np.ndarray):
     """Index of, distance to, and globality of the nearest listed minimum for each column."""
     n = x.shape[1]
     if not objective.minima:
         return np.full(n, -1), np.full(n, np.inf), np.zeros(n, bool)
     centers = np.stack([m.x for m in objective.minima], axis=1)  # (d, k)
-    with np.errstate(invalid="ignore", over="ignore"):
-        dist = np.sqrt(((x[:, :, None] - centers[:, None, :]) ** 2).sum(axis=0))  # (n, k)
-    dist = np.where(np.isfinite(dist), dist, np.inf)
-    idx = np.argmin(dist, axis=1)
-    d = dist[np.arange(n), idx]
+    block = max(1, DISTANCE_BLOCK // centers.size)
+    idx = np.empty(n, dtype=np.int64)
+    d = np.empty(n)
+    for lo in range(0, n, block):
+        cols = slice(lo, min(n, lo + block))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = x[:, cols, None] - centers[:, None, :]
+            dist = np.sqrt((diff ** 2).sum(axis=0))  # (columns, k)
+        dist = np.where(np.isfinite(dist), dist, np.inf)
+        idx[cols] = np.argmin(dist, axis=1)
+        d[cols] = dist[np.arange(dist.shape[0]), idx[cols]]
     glob = np.array([objective.minima[i].is_global for i in idx])
     return idx, d, glob
+
+
+def _rows(max_steps: int, budget: int, width: int) -> int:
+    """Rows a _Recorder of ``budget`` values over rows of ``width`` values fills at most."""
+    return min(max_steps + 2, max(budget // max(width, 1), 4) + 1)
+
+
+def memory_needed(dim: int, n: int, *, max_steps: int, trace_budget: int, path_budget: int,
+                  state_arrays: int, per_start: int) -> dict[str, int]:
+    """Float64 values ``run`` holds at its peak, by part, before anything is allocated.
+
+    ``state_arrays``: (d, n) arrays in the optimizer's state; ``per_start``: values per start
+    of one evaluation of f and its gradient (the objective's Footprint). The recorders
+    (see _Recorder) fill at most their budget or one row per step, and are copied once into
+    the Result.
+    """
+    curve_rows = _rows(max_steps, trace_budget, n)
+    path_rows = _rows(max_steps, path_budget, dim * n)
+    return {
+        # x, x0, x_new, the gradient, the step and its temporaries; per-start vectors
+        "points and optimizer state": n * dim * (8 + state_arrays) + 32 * n,
+        "evaluation of f and its gradient": n * per_start,
+        "distances to minima": 3 * min(n * dim * MAX_LISTED_MINIMA, DISTANCE_BLOCK),
+        "trace": 2 * 3 * n * curve_rows,
+        "path": 2 * dim * n * path_rows,
+    }
 
 
 def _rule_codes(k, f, gn, f_prev, step_norm, *, max_steps, grad_tol, step_tol, value_tol,

@@ -22,7 +22,7 @@ from .descent import Result
 from .diagnostics import row_median
 
 # Keys that change where or how a run is recorded, not what it computes.
-VOLATILE_KEYS = ("tracking", "diagnostics", "sweep_metric")
+VOLATILE_KEYS = ("tracking", "diagnostics", "sweep_metric", "memory_limit")
 
 
 @dataclass

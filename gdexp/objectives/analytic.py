@@ -22,11 +22,21 @@ from typing import Optional
 import autograd.numpy as anp
 import numpy as np
 
-from .base import (MAX_LISTED_MINIMA, Minimum, Objective, _bool_arg, _box, _column,
+from .base import (ELEMENTWISE_VALUES, LISTED_MINIMA_VALUES, MAX_LISTED_MINIMA, Footprint,
+                   Minimum, Objective, _bool_arg, elementwise, footprint, _box, _column,
                    _depressed_cubic_minima, _frozen, _global_indices, _int_arg, _minimum,
                    _newton_stationary, _real_arg, _roots_between, _separable_minima,
                    _sorted_minima, _vector_arg, _check_minimum, colsum, contract)
 
+def _quadratic_size(dim=2, eigenvalues=None, rotate=False, **_) -> Footprint:
+    d = len(eigenvalues) if isinstance(eigenvalues, (list, tuple)) else _int_arg("dim", dim, 1)
+    # Building A = Q diag(λ) Qᵀ holds Q, the QR factors, Q·λ and A: about five d x d arrays.
+    # Rotated, f contracts A with every start, a (d, d, n) product and its cumulative sum.
+    return Footprint(d, 6 * d * d, (6 * d * d if rotate is True else 0)
+                     + ELEMENTWISE_VALUES * (d + 1))
+
+
+@footprint(_quadratic_size)
 def quadratic(dim: int = 2, eigenvalues=None, condition: float = 10.0, center=None,
               rotate: bool = False, rotation_seed: int = 0) -> Objective:
     """Convex quadratic f(x) = ½ (x − c)ᵀ A (x − c).
@@ -180,6 +190,8 @@ def _newton_minimize(value, gradient, hessian_bands, x0,
     return x if _rosenbrock_is_minimum(gradient, hessian_bands, x) else None
 
 
+# Newton searches from up to 14 points, each holding a few banded d-vectors
+@footprint(elementwise(64))
 def rosenbrock(dim: int = 2, a: float = 1.0, b: float = 100.0) -> Objective:
     """Chained Rosenbrock f(x) = Σ_{i=1}^{d−1} b (x_{i+1} − x_i²)² + (a − x_i)², d ≥ 2.
 
@@ -277,6 +289,7 @@ def _rosenbrock_minima(dim: int, a: float, b: float):
     return tuple((x, i in glob) for i, x in enumerate(found)), False
 
 
+@footprint(elementwise(LISTED_MINIMA_VALUES))
 def multi_well(dim: int = 2, tilt: float = 0.5, tilt_ratio: float = 0.5,
                height: float = 1.0) -> Objective:
     """Tilted double wells, one per coordinate: f(x) = Σ_i height·(x_i² − 1)² + c_i·x_i.
@@ -381,6 +394,7 @@ def himmelblau() -> Objective:
     )
 
 
+@footprint(elementwise(LISTED_MINIMA_VALUES))
 def styblinski_tang(dim: int = 2) -> Objective:
     """Styblinski–Tang f(x) = ½ Σ_i (x_i⁴ − 16 x_i² + 5 x_i).
 
@@ -526,6 +540,7 @@ def _rastrigin_coordinate_minima(a: float) -> np.ndarray:
     return np.where(np.abs(mins) < 1e-300, 0.0, mins)
 
 
+@footprint(elementwise(LISTED_MINIMA_VALUES))
 def rastrigin(dim: int = 2, a: float = 10.0) -> Objective:
     """Rastrigin f(x) = a·d + Σ_i (x_i² − a cos 2πx_i), written as Σ_i x_i² + a(1 − cos 2πx_i).
 

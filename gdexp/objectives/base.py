@@ -63,6 +63,55 @@ class Objective:
         return min(m.value for m in self.global_minima)
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What an objective will cost in memory, known from its parameters before it is built,
+    counted in float64 values. ``per_start`` covers one evaluation of f and its gradient
+    (autograd keeps every intermediate array for the backward pass)."""
+
+    dim: int
+    constants: int = 0   # arrays it builds and keeps (a dense d x d matrix: several d²)
+    per_start: int = 0   # values per start of one evaluation of f and its gradient
+
+
+# Per start and coordinate, an elementwise objective's evaluation with its gradient keeps
+# about 10 values (measured with tracemalloc: 5 to 9 at n = 1000); twice that, for margin.
+ELEMENTWISE_VALUES = 20
+
+
+def footprint(estimate: Callable[..., Footprint]):
+    """Decorator: ``estimate(**params) -> Footprint`` becomes the factory's ``footprint``.
+    A factory without one is estimated by ``footprint_of`` from its ``dim`` alone."""
+    def attach(factory):
+        factory.footprint = estimate
+        return factory
+    return attach
+
+
+# A separable objective lists up to MAX_LISTED_MINIMA minima of d coordinates, with a few
+# copies while they are found and sorted: values per coordinate.
+LISTED_MINIMA_VALUES = 4 * MAX_LISTED_MINIMA
+
+
+def elementwise(constants_per_coordinate: int = 0) -> Callable[..., Footprint]:
+    """The estimate of an objective of ``dim`` coordinates that works coordinate-wise."""
+    def estimate(dim=2, **_) -> Footprint:
+        d = _int_arg("dim", dim, 1)
+        return Footprint(d, constants_per_coordinate * (d + 1), ELEMENTWISE_VALUES * (d + 1))
+    return estimate
+
+
+def footprint_of(factory: Callable, params: dict) -> Footprint:
+    """The factory's own estimate for ``params``, or an elementwise objective of its ``dim``."""
+    if hasattr(factory, "footprint"):
+        return factory.footprint(**params)
+    import inspect
+
+    default = inspect.signature(factory).parameters.get("dim")
+    dim = params.get("dim", default.default if default is not None else 2)
+    return elementwise()(dim=dim)
+
+
 # ----------------------------------------------------------------------------------------------
 # Argument checks: every message names the parameter, the bad value and what is allowed.
 

@@ -1,0 +1,50 @@
+"""What a user types wrong: unknown keys, Hydra-level mistakes and runs too big to fit."""
+from __future__ import annotations
+
+import pytest
+
+from gdexp import config
+from gdexp.config import ConfigError
+
+from .conftest import compose_config, run_cli
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+stop.max_step=10", r"^stop\.max_step: unknown key; did you mean stop\.max_steps\? "),
+    ("+tracking.experimnt=x", r"^tracking\.experimnt: unknown key; did you mean "
+                              r"tracking\.experiment\? "),
+    ("+unknown=1", r"^unknown: unknown key \(allowed at the top level: "),
+    ("+max_steps=3", r"^max_steps: unknown key; did you mean stop\.max_steps\? "),
+])
+def test_unknown_keys_are_refused_with_the_closest_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config.build(compose_config(override))
+
+
+def test_line_search_typo_names_the_armijo_key():
+    with pytest.raises(ConfigError, match=r"^line_search\.cc: unknown key; did you mean "
+                                          r"line_search\.c\? \(allowed in line_search "
+                                          r"'armijo': c, max_iter, name, shrink\)$"):
+        config.build(compose_config("line_search=armijo", "+line_search.cc=0.1"))
+
+
+def test_a_run_too_big_is_refused_before_anything_is_allocated():
+    with pytest.raises(ConfigError, match=r"^memory_limit: this run needs about .* more than "
+                                          r"the limit of 1 GB \(memory_limit\); lower "
+                                          r"init\.n_starts"):
+        config.build(compose_config("init.n_starts=1000000000", "memory_limit=1"))
+    with pytest.raises(ConfigError, match=r"lower objective\.dim"):
+        config.build(compose_config("objective.dim=100000"))
+
+
+@pytest.mark.parametrize("args, start", [
+    (["objective=rosenbruck"], "gdexp: error: objective: expected one of beale, "),
+    (["unknown_key=1"], "gdexp: error: unknown_key: unknown key "),
+    (["optimizer.lr=[1,2"], "gdexp: error: optimizer.lr=[1,2: expected an override KEY=VALUE"),
+    (["-m", "optimizer=adamw,gd", "tracking=off"], "gdexp: error: optimizer: expected one of "),
+])
+def test_hydra_mistakes_give_one_line_and_exit_2(args, start, outputs):
+    proc = run_cli("run", *args, outputs=outputs)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
