@@ -17,6 +17,12 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # The sweep run opened by this process, so that the command line can close it if the sweep
 # dies before Hydra calls on_multirun_end.
 _open_sweep: dict[str, Any] = {}
+# "job k/N" of the job this process runs now: its result line starts with it.
+_current_job: dict[str, str] = {}
+
+
+def current_job() -> Optional[str]:
+    return _current_job.get("label")
 
 
 class SweepCallback(Callback):
@@ -57,8 +63,11 @@ class SweepCallback(Callback):
             {"run_id": run_id, "experiment_id": experiment_id, "uri": uri,
              "total_jobs": self.total_jobs}))
         _open_sweep.update(run_id=run_id, uri=uri, experiment_id=experiment_id)
-        print(f"sweep run {run_id} in experiment {config.tracking.experiment!r}: "
-              f"{tracking.ui_links(uri, experiment_id)}", flush=True)
+        jobs = f"{self.total_jobs} jobs" if self.total_jobs else "jobs"
+        print(f"sweep {sweep_dir.name}: {jobs}, sweep run {run_id} in experiment "
+              f"{config.tracking.experiment!r} ({uri})\n"
+              f"  view: {tracking.ui_links(uri, experiment_id, sweep=run_id)}"
+              f"{tracking.ui_hint(uri)}", flush=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -67,8 +76,10 @@ class SweepCallback(Callback):
             return
         k = int(config.hydra.job.num) + 1
         of = f"/{self.total_jobs}" if self.total_jobs else ""
-        overrides = " ".join(config.hydra.overrides.task)
-        print(f"job {k}{of}: {overrides or '(no overrides)'}", flush=True)
+        _current_job["label"] = f"job {k}{of}"
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        _current_job.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:

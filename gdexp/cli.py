@@ -93,7 +93,8 @@ def _task(cfg) -> float:
     try:
         metric = sweep_metric(cfg)
         outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir),
-                                   list(hydra_cfg.overrides.task), parent)
+                                   list(hydra_cfg.overrides.task), parent,
+                                   job=callbacks.current_job())
     except ConfigError as e:
         _fail(str(e))
     return outcome.sweep_value(metric, int(cfg.stop.max_steps))

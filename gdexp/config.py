@@ -25,6 +25,14 @@ def register_resolvers() -> None:
     """``${gdexp_outputs:}`` in YAML: the absolute outputs folder, whatever the working dir."""
     if not OmegaConf.has_resolver("gdexp_outputs"):
         OmegaConf.register_new_resolver("gdexp_outputs", lambda: str(outputs_dir()))
+    if not OmegaConf.has_resolver("objective_lr"):
+        OmegaConf.register_new_resolver("objective_lr", objective_lr)
+
+
+def objective_lr(*, _root_: DictConfig) -> float:
+    """``${objective_lr:}``: the configured objective's own plain-GD rate (Objective.lr),
+    so that every objective's defaults give a run that does not blow up."""
+    return build_objective(_root_).lr
 
 
 @dataclass(frozen=True)

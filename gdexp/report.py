@@ -205,15 +205,18 @@ def select(client, uri: str, experiment: Optional[str], sweep: Optional[str]) ->
         if not runs:
             raise ReportError(f"EXPERIMENT: experiment {experiment!r} has no runs in {uri}")
         return Selection(uri, exp.experiment_id, exp.name, runs)
-    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    # the latest sweep of the whole store: `gdexp run experiment=lr_regimes && gdexp report`
+    # reports that preset's sweep, which lives in an experiment of its own name
+    experiments = {e.experiment_id: e for e in _pages(client.search_experiments)}
     latest = []
-    if exp is not None and exp.lifecycle_stage == "active":
-        latest = client.search_runs([exp.experiment_id], f"tags.{SWEEP_TAG} = 'true'",
+    if experiments:
+        latest = client.search_runs(list(experiments), f"tags.{SWEEP_TAG} = 'true'",
                                     order_by=["attributes.start_time DESC"], max_results=1)
     if not latest:
-        raise ReportError(f"no sweep found in experiment {DEFAULT_EXPERIMENT!r} ({uri}); run "
-                          "one with `gdexp run -m key=a,b`, or name an EXPERIMENT or --sweep ID")
+        raise ReportError(f"no sweep found in {uri}; run one with `gdexp run -m key=a,b` "
+                          "(or a sweeping preset), or name an EXPERIMENT or --sweep ID")
     parent = RunRecord.from_run(latest[0])
+    exp = experiments[parent.experiment_id]
     runs = _children(client, exp.experiment_id, parent.run_id)
     if not runs:
         raise ReportError(f"the latest sweep {parent.run_id} ({parent.name}) has no runs yet")
@@ -602,7 +605,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gdexp report",
         description="Tabulate and plot runs read back from MLflow: by default the latest sweep "
-                    f"of experiment {DEFAULT_EXPERIMENT!r}. A sweep's report is also logged "
+                    "in the store, whichever experiment it is in. A sweep's report is also logged "
                     f"onto its sweep run under {ARTIFACT_DIR}/.")
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
                    help="report every run of this experiment (sweep runs themselves excluded)")

@@ -82,7 +82,18 @@ def client(uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient  # 1.4 s import: only where tracking happens
 
+    quiet_logging()
     return MlflowClient(tracking_uri=uri)
+
+
+def quiet_logging() -> None:
+    """MLflow's and alembic's INFO lines (creating and migrating the db tables on a new
+    store, ...) are about MLflow, not the run: only warnings and errors reach the console.
+    Set after the import, which installs MLflow's own INFO-level handler."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
@@ -182,11 +193,22 @@ def log(mlflow_client, run_id: str, *, metrics=(), params: Optional[dict] = None
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
-def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None, sweep=None) -> str:
     """The runs table (the UI otherwise opens on a page without runs) and the run's page."""
     base = uri.rstrip("/") if urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
     table = f"{base}/#/experiments/{experiment_id}/runs"
     return table if run_id is None else f"{table}/{run_id}"
+
+
+def ui_hint(uri: str) -> str:
+    """After a link into the local UI: how to start it, unless it already answers."""
+    if urlparse(uri).scheme in HTTP_SCHEMES:
+        return ""
+    try:
+        with urllib.request.urlopen(UI_DEFAULT + "/health", timeout=0.5):
+            return ""
+    except (urllib.error.URLError, OSError, ValueError):
+        return "  (start the UI with `gdexp ui`)"
 
 
 def find_finished(mlflow_client, experiment_id: str, chash: str) -> Optional[str]:

@@ -45,6 +45,12 @@ class Objective:
     plot_window: tuple[np.ndarray, np.ndarray]
     minima_complete: bool = True  # False when more minima exist than are listed
     params: dict = field(default_factory=dict)
+    # A plain-GD learning rate that gives a sensible first run (no divergence, steady
+    # progress) from ``start``: about 1/λmax of the Hessian at the global minimum, where the
+    # stable bound is 2/λmax. What `optimizer=gd` uses unless optimizer.lr is set.
+    lr: float = 0.01
+    # The default fixed start; None: a quarter of the way into the plot window.
+    start: Optional[np.ndarray] = None
 
     @property
     def global_minima(self) -> tuple[Minimum, ...]:
