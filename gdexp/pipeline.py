@@ -404,6 +404,8 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out, job) -> Ou
     if cfg.tracking.skip_finished:
         done = tracking.find_finished(client, experiment_id, chash)
         if done is not None:
+            if parent_run_id:  # the sweep's results include it: its report lists it
+                tracking.log(client, parent_run_id, tags={f"{tracking.REUSED_TAG}.{done}": name})
             print(f"{lead}{name}: skipped, run {done} with the same config and code is "
                   "FINISHED", file=out, flush=True)
             return Outcome(None, done, experiment_id, uri, skipped=True)

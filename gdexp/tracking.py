@@ -23,6 +23,9 @@ from .config import ConfigError, outputs_dir
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
 PARENT_TAG = "mlflow.parentRunId"
+# On a sweep run, ``gdexp.reused.<run id>``: a FINISHED run with the same config that a job
+# skipped (tracking.skip_finished) instead of re-running; it belongs to the sweep's results.
+REUSED_TAG = "gdexp.reused"
 UI_DEFAULT = "http://127.0.0.1:5000"
 
 # Once mlflow is loaded, the final garbage collections over its ~3e5 objects (~2300 modules)
