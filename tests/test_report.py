@@ -274,7 +274,7 @@ def test_varying_params_lead_and_sort_numerically():
     text = format_text(table).splitlines()
     assert len({len(line) for line in text[:2]}) == 1  # header and rule aligned
     assert text[2].split()[:3] == ["0.001", "momentum", "0"]  # numbers formatted alike
-    assert text[2].index("1e-3") + 4 == text[1].index("  ")  # numbers right-aligned
+    assert text[2].index("0.001") + 5 == text[1].index("  ")  # numbers right-aligned
 
 
 def test_labels_name_only_what_varies():
