@@ -52,6 +52,7 @@ class SweepCallback(Callback):
                                 tags={"gdexp.sweep": "true", "sweep_dir": str(sweep_dir),
                                       "mlflow.source.name": "gdexp"})
         run_id = run.info.run_id
+        tracking.ensure_view(client, experiment_id, sweep=run_id)
         params = {"sweep.overrides": " ".join(overrides) or "(none)",
                   "sweep.sweeper": _short_target(config.hydra.sweeper),
                   "sweep.launcher": _short_target(config.hydra.launcher)}

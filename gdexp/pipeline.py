@@ -434,8 +434,8 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out, job) -> Ou
     else:
         print(text, file=out)
         print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
-        print(f"  view: {tracking.ui_links(uri, experiment_id, run_id)}"
-              f"{tracking.ui_hint(uri)}", file=out, flush=True)
+        print(f"  view: {tracking.ui_links(uri, experiment_id)}{tracking.ui_hint(uri)}\n"
+              f"  run:  {tracking.ui_links(uri, experiment_id, run_id)}", file=out, flush=True)
     return Outcome(result, run_id, experiment_id, uri)
 
 

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlparse
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -694,12 +693,14 @@ def report(args, out=sys.stdout) -> Path:
         for p in files:
             client.log_artifact(sel.parent.run_id, str(p), artifact_path=ARTIFACT_DIR)
         print(f"logged under {ARTIFACT_DIR}/ of sweep run {sel.parent.run_id}", file=out)
-        link = tracking.ui_links(uri, sel.experiment_id, sel.parent.run_id)
-    else:
-        link = tracking.ui_links(uri, sel.experiment_id)
-    hint = "" if urlparse(uri).scheme in tracking.HTTP_SCHEMES else \
-        "  (start the UI with `gdexp ui`)"
-    print(f"  view: {link}{hint}", file=out)
+    sweep = sel.parent.run_id if sel.parent is not None else None
+    tracking.ensure_view(client, sel.experiment_id, sweep=sweep,
+                         tags=client.get_experiment(sel.experiment_id).tags)
+    print(f"  view: {tracking.ui_links(uri, sel.experiment_id, sweep=sweep)}"
+          f"{tracking.ui_hint(uri)}", file=out)
+    if sweep is not None:
+        print(f"  sweep run (the report under {ARTIFACT_DIR}/): "
+              f"{tracking.ui_links(uri, sel.experiment_id, sweep)}", file=out)
     return out_dir
 
 

@@ -106,12 +106,16 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+            experiment_id = mlflow_client.create_experiment(
+                name, artifact_location=artifact_location(uri))
+            ensure_view(mlflow_client, experiment_id)
+            return experiment_id
         except MlflowException:  # created meanwhile by a parallel job
             exp = mlflow_client.get_experiment_by_name(name)
     if exp.lifecycle_stage != "active":
         raise ConfigError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or "
                           "choose another name")
+    ensure_view(mlflow_client, exp.experiment_id, tags=exp.tags)
     return exp.experiment_id
 
 
@@ -196,11 +200,45 @@ def log(mlflow_client, run_id: str, *, metrics=(), params: Optional[dict] = None
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
-def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None, sweep=None) -> str:
-    """The runs table (the UI otherwise opens on a page without runs) and the run's page."""
+# The runs table the printed links open: the UI (3.17) keeps a "shared view" as an
+# experiment tag mlflow.sharedViewState.<key> (JSON) and loads it from
+# #/experiments/<id>/runs?viewStateShareKey=<key>. Ours shows the outcome columns and sorts
+# by final_loss: sorted by creation time (the UI's default) the table folds a sweep's runs
+# under the sweep run, and its charts then show nothing.
+VIEW_TAG = "mlflow.sharedViewState."
+VIEW_KEY = "gdexp-runs"
+VIEW_COLUMNS = ("tags.`status`", "metrics.`final_loss`", "metrics.`steps`",
+                "params.`optimizer.lr`", "tags.`objective`", "tags.`stop_rule`", "tags.`basin`")
+
+
+def view_key(sweep: Optional[str] = None) -> str:
+    return VIEW_KEY if sweep is None else f"gdexp-sweep-{sweep}"
+
+
+def view_state(sweep: Optional[str] = None) -> dict:
+    """The runs table's state: every run (or one sweep's), best first, outcome columns."""
+    return {"searchFilter": "" if sweep is None else f"tags.`{PARENT_TAG}` = '{sweep}'",
+            "orderByKey": "metrics.`final_loss`", "orderByAsc": True,
+            "selectedColumns": list(VIEW_COLUMNS), "runsHiddenMode": "SHOW_ALL"}
+
+
+def ensure_view(mlflow_client, experiment_id: str, sweep: Optional[str] = None,
+                tags: Optional[dict] = None) -> None:
+    """Store the view ``ui_links`` points at (``tags``: the experiment's, when known, to
+    skip the write if it is there already)."""
+    key, value = VIEW_TAG + view_key(sweep), json.dumps(view_state(sweep))
+    if tags is None or tags.get(key) != value:
+        mlflow_client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None,
+             sweep: Optional[str] = None) -> str:
+    """A run's page; otherwise the runs table in gdexp's view (of one sweep's runs, or all)."""
     base = uri.rstrip("/") if urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
     table = f"{base}/#/experiments/{experiment_id}/runs"
-    return table if run_id is None else f"{table}/{run_id}"
+    if run_id is not None:
+        return f"{table}/{run_id}"
+    return f"{table}?viewStateShareKey={view_key(sweep)}"
 
 
 def ui_hint(uri: str) -> str:
