@@ -35,6 +35,13 @@ class SweepError(SystemExit):
         print(f"gdexp: error: {message}", file=sys.stderr, flush=True)
         super().__init__(2)
 
+# "job k/N" of the job this process runs now: its result line starts with it.
+_current_job: dict[str, str] = {}
+
+
+def current_job() -> Optional[str]:
+    return _current_job.get("label")
+
 
 class SweepCallback(Callback):
     """In the launching process, before any job: count the jobs and check the tracking
@@ -75,8 +82,10 @@ class SweepCallback(Callback):
         _job_sweep.update(self.sweep or _open_sweep)
         k = int(config.hydra.job.num) + 1
         of = f"/{self.total_jobs}" if self.total_jobs else ""
-        overrides = " ".join(config.hydra.overrides.task)
-        print(f"job {k}{of}: {overrides or '(no overrides)'}", flush=True)
+        _current_job["label"] = f"job {k}{of}"
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        _current_job.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -134,6 +143,7 @@ def open_sweep(config: DictConfig) -> None:
                             tags={"gdexp.sweep": "true", "sweep_dir": str(sweep_dir),
                                   "mlflow.source.name": "gdexp", **processes.identity()})
     run_id = run.info.run_id
+    tracking.ensure_view(client, experiment_id, sweep=run_id)
     params = {"sweep.overrides": " ".join(overrides) or "(none)",
               "sweep.sweeper": _short_target(config.hydra.sweeper),
               "sweep.launcher": _short_target(config.hydra.launcher)}
@@ -146,8 +156,11 @@ def open_sweep(config: DictConfig) -> None:
     _open_sweep.update(run_id=run_id, uri=uri, experiment_id=experiment_id)
     processes.heartbeats.add(run_id, lambda: client.set_tag(
         run_id, processes.HEARTBEAT_TAG, str(int(time.time()))))
-    print(f"sweep run {run_id} in experiment {config.tracking.experiment!r}: "
-          f"{tracking.ui_links(uri, experiment_id)}", flush=True)
+    jobs = f"{total_jobs} jobs" if total_jobs else "jobs"
+    print(f"sweep {sweep_dir.name}: {jobs}, sweep run {run_id} in experiment "
+          f"{config.tracking.experiment!r} ({uri})\n"
+          f"  view: {tracking.ui_links(uri, experiment_id, sweep=run_id)}"
+          f"{tracking.ui_hint(uri)}", flush=True)
 
 
 def _short_target(node: Any) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,10 @@ subcommands:
   ui [--port 5000]  browse the runs in the MLflow UI; prints the runs-table link, Ctrl-C stops
   server [--port 5000]
                     an MLflow tracking server (SQL store) for `gdexp run tracking=server`
+
+Tab completion of subcommands and `gdexp run` overrides (Hydra's):
+  bash: eval "$(gdexp run -sc install=bash)"   zsh: the same, after
+  `autoload -Uz bashcompinit && bashcompinit`   fish: gdexp run -sc install=fish | source
 
 Everything a run writes goes under the project's outputs/ folder.
 """
@@ -212,6 +217,47 @@ def _report_hydra_errors(argv: list[str]) -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+COMPLETION_ACTIONS = ("install", "uninstall", "query")
+
+
+def _check_completion(argv: list[str]) -> None:
+    """``-sc ACTION=SHELL`` as Hydra accepts it, or the one-line error (Hydra would raise)."""
+    i = next(i for i, a in enumerate(argv) if a in COMPLETION_FLAGS)
+    value = argv[i + 1] if i + 1 < len(argv) else ""
+    action, _, shell = value.partition("=")
+    if action not in COMPLETION_ACTIONS or shell not in COMPLETION_SHELLS:
+        allowed = ", ".join(f"{a}=SHELL" for a in COMPLETION_ACTIONS)
+        _fail(f"{argv[i]}: expected {allowed} (SHELL: {', '.join(COMPLETION_SHELLS)}), "
+              f"got {value or 'nothing'}")
+
+
+def complete(argv: list[str]) -> int:
+    """``gdexp -sc ...``: what an installed completion script calls (its first word, with
+    COMP_LINE set to the line being typed). On ``gdexp run ...`` Hydra completes the
+    overrides, seeing the line without the subcommand; on ``gdexp`` alone the subcommands;
+    on other subcommands nothing (the shell then completes file names)."""
+    _check_completion(argv)
+    action = argv[argv.index(next(a for a in argv if a in COMPLETION_FLAGS)) + 1]
+    if not action.startswith("query="):
+        return run(argv)
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    typing_first = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_first:
+        prefix = words[1] if len(words) == 2 else ""
+        sep = "\n" if action.endswith("fish") else " "
+        print(sep.join(c for c in COMMANDS if c.startswith(prefix)))
+        return 0
+    if words[1] != "run":
+        print()
+        return 0
+    # Hydra strips the program name, the first word: drop "run" after it
+    os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+run(\s|$)", r"\1\2", line, count=1)
+    return run(argv)
+
+
 def _task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -231,7 +277,7 @@ def _task(cfg) -> float:
             # the overrides as typed: a `${...}` in one is text here, not an interpolation
             overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
             outcome = pipeline.execute(cfg, Path(hydra_cfg.runtime.output_dir), overrides,
-                                       parent)
+                                       parent, job=callbacks.current_job())
     except ConfigError as e:
         _fail(str(e), getattr(e, "code", 2))
     except OmegaConfBaseException as e:  # a value OmegaConf cannot resolve, e.g. ${nosuch}
@@ -276,6 +322,9 @@ def _report_store_errors() -> None:
 
 def run(argv: list[str]) -> int:
     """`gdexp run [overrides]`: Hydra composes conf/ with the overrides and runs (or sweeps)."""
+    completing = any(a in COMPLETION_FLAGS for a in argv)
+    if completing:
+        _check_completion(argv)
     if argv in (["--help"], ["-h"]):
         from .help import quick_help
 
@@ -301,7 +350,9 @@ def run(argv: list[str]) -> int:
         register_experiments()
     main = hydra.main(config_path=str(CONF_DIR), config_name="config",
                       version_base="1.3")(_task)
-    sys.argv = ["gdexp run", *argv]
+    # Hydra names the program in an installed completion script after argv[0]: it must be
+    # the command the shell sees, `gdexp`, which passes -sc on to here (see complete())
+    sys.argv = ["gdexp" if completing else "gdexp run", *argv]
     # Workers (joblib's, submitit's) inherit this and know they are not the launcher.
     os.environ[processes.LAUNCHER_ENV] = str(os.getpid())
     processes.install()
@@ -363,6 +414,8 @@ def main(argv=None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command in COMPLETION_FLAGS:
+        return complete(argv)
     if command not in COMMANDS:
         _fail(f"unknown subcommand {command!r}; available: {', '.join(COMMANDS)}")
     try:

@@ -43,6 +43,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gdexp_mul", _mul)
     if not OmegaConf.has_resolver("gdexp_div"):
         OmegaConf.register_new_resolver("gdexp_div", _div)
+    if not OmegaConf.has_resolver("objective_lr"):
+        OmegaConf.register_new_resolver("objective_lr", objective_lr)
 
 
 def _mul(*factors):
@@ -57,6 +59,12 @@ def _div(a, b):
     if isinstance(a, int) and isinstance(b, int) and b and a % b == 0:
         return a // b
     return a / b
+
+
+def objective_lr(*, _root_: DictConfig) -> float:
+    """``${objective_lr:}``: the configured objective's own plain-GD rate (Objective.lr),
+    so that every objective's defaults give a run that does not blow up."""
+    return build_objective(_root_).lr
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,17 @@ def _corners(objective: Objective, low, high, box) -> tuple[np.ndarray, np.ndarr
     lower = box[0] if low is None else np.broadcast_to(np.asarray(low, float), (objective.dim,))
     upper = box[1] if high is None else np.broadcast_to(np.asarray(high, float), (objective.dim,))
     if np.any(upper < lower):
-        raise ValueError(f"high must be >= low in every coordinate, got low={list(lower)}, "
-                         f"high={list(upper)}")
+        raise ValueError(f"high must be >= low in every coordinate, got low={lower.tolist()}, "
+                         f"high={upper.tolist()}")
     return np.asarray(lower, float), np.asarray(upper, float)
 
 
 def fixed(objective: Objective, n_starts: int, rng: np.random.Generator, x0=None) -> np.ndarray:
     """The point ``x0`` repeated ``n_starts`` times.
 
-    ``x0 = None`` starts a quarter of the way into the plot window from its lower corner, a
-    point away from every listed minimum of the built-in objectives; a learning objective
-    starts at its own default point instead (``objective.start``: zeros for linear models,
-    one fixed LeCun draw for an MLP).
+    ``x0 = None`` starts at the objective's own default start (``objective.start``: zeros for
+    linear models, one fixed LeCun draw for an MLP), or else a quarter of the way into the plot
+    window from its lower corner, a point away from every listed minimum.
     """
     if x0 is None and objective.start is not None:
         point = np.asarray(objective.start, dtype=float)

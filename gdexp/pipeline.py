@@ -97,14 +97,70 @@ def config_hash(resolved: dict, commit: str) -> str:
 
 
 def run_name(cfg: DictConfig, plan: config.Plan) -> str:
-    lr = np.unique(plan.lr)
-    lr_part = f"lr{lr[0]:g}" if lr.size == 1 else f"lr{lr.min():g}-{lr.max():g}x{lr.size}"
+    """What sets this run apart, as a name: the objective option (and any of its scalar
+    settings changed from that option's file, e.g. ``rosenbrock-d4``), the data set, the
+    optimizer, a schedule or line search other than the default, the rate(s), the batch size,
+    the seed."""
+    parts = [objective_label(cfg)]
     data = OmegaConf.select(cfg, "data.name", default="none")
-    objective = cfg.objective.name if data == "none" else f"{cfg.objective.name}-{data}"
+    if data != "none":
+        parts.append(str(data))
+    parts.append(str(cfg.optimizer.name))
+    if cfg.schedule.name != "constant":
+        parts.append(str(cfg.schedule.name))
+    if cfg.line_search.name != "none":
+        parts.append(str(cfg.line_search.name))
+    lr = np.unique(plan.lr)
+    parts.append(f"lr{lr[0]:g}" if lr.size == 1 else f"lr{lr.min():g}-{lr.max():g}x{lr.size}")
     batch = OmegaConf.select(cfg, "data.batch_size", default=None)
-    batch_part = "" if batch is None else f"-b{batch}"
-    name = f"{objective}-{cfg.optimizer.name}-{lr_part}{batch_part}-s{cfg.seed}"
-    return name if plan.n == 1 else f"{name}-n{plan.n}"
+    if batch is not None:
+        parts.append(f"b{batch}")
+    parts.append(f"s{cfg.seed}")
+    if plan.n > 1:
+        parts.append(f"n{plan.n}")
+    return "-".join(parts)
+
+
+# Short forms of objective settings in run names.
+SETTING_NAMES = {"dim": "d"}
+
+
+@functools.lru_cache(maxsize=None)
+def _objective_options() -> dict[str, dict]:
+    """The option files of the objective group: option name -> its settings."""
+    return {path.stem: OmegaConf.to_container(OmegaConf.load(path))
+            for path in sorted((config.CONF_DIR / "objective").glob("*.yaml"))}
+
+
+def objective_label(cfg: DictConfig) -> str:
+    """The objective option a config came from (``quadratic_ill``, not ``quadratic``), plus
+    its scalar settings that differ from that option's file (``d4``, ``b10``).
+
+    Read from the config alone, so a reproduced run, rebuilt from its logged config, gets
+    the same label: the option is the one of the same function whose settings agree with
+    the config on the most keys (its own name first on a tie)."""
+    settings = OmegaConf.to_container(cfg.objective, resolve=True)
+    name = settings.get("name")
+    candidates = {stem: opt for stem, opt in _objective_options().items()
+                  if opt.get("name") == name}
+    if not candidates:
+        return str(name)
+
+    def agreement(item):
+        stem, opt = item
+        return (sum(settings.get(k) == v for k, v in opt.items()), stem == name)
+
+    stem, option = max(candidates.items(), key=agreement)
+    changed = [f"{SETTING_NAMES.get(k, k)}{v:g}" for k, v in settings.items()
+               if k != "name" and isinstance(v, (int, float)) and not isinstance(v, bool)
+               and v != option.get(k)]
+    return "-".join([stem, *changed])
+
+
+def reproduction_name(name: str, source: str) -> str:
+    """A reproduced run's name: the original's, marked, with the source it was rebuilt from."""
+    short = Path(source).name if ("/" in source or "\\" in source) else source[:8]
+    return f"{name}-repro-{short}"
 
 
 def outcome_tags(result: Result) -> dict[str, str]:
@@ -191,6 +247,10 @@ def curves(result: Result) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return series
 
 
+def _plain(value) -> str:
+    return repr(float(value))
+
+
 def write_starts_table(path: Path, objective, result: Result) -> Path:
     d = result.x.shape[0]
     header = (["start", "lr"] + [f"x0.{i}" for i in range(d)] + [f"x.{i}" for i in range(d)]
@@ -200,12 +260,14 @@ def write_starts_table(path: Path, objective, result: Result) -> Path:
         w = csv.writer(fh)
         w.writerow(header)
         for j in range(result.n):
-            w.writerow([j, repr(result.lr[j])] + [repr(v) for v in result.x0[:, j]]
-                       + [repr(v) for v in result.x[:, j]]
-                       + [repr(result.f[j]), repr(result.grad_norm[j]), int(result.steps[j]),
-                          int(result.evaluations[j]), result.status[j].outcome,
-                          result.status[j].rule, int(result.nearest[j]),
-                          repr(result.distance[j]), result.basin[j]])
+            # repr of a Python float: the shortest text that reads back to the same number
+            # (numpy's own repr would write np.float64(...) into every cell)
+            w.writerow([j, _plain(result.lr[j])] + [_plain(v) for v in result.x0[:, j]]
+                       + [_plain(v) for v in result.x[:, j]]
+                       + [_plain(result.f[j]), _plain(result.grad_norm[j]),
+                          int(result.steps[j]), int(result.evaluations[j]),
+                          result.status[j].outcome, result.status[j].rule,
+                          int(result.nearest[j]), _plain(result.distance[j]), result.basin[j]])
     return path
 
 
@@ -279,25 +341,86 @@ class Progress:
               f"active {int(active.sum())}/{active.size}", file=self.stream, flush=True)
 
 
+# What each stopping rule means, in words for the console.
+RULE_WORDS = {"grad_tol": "gradient norm ≤ grad_tol", "step_tol": "step length ≤ step_tol",
+              "value_tol": "change in f ≤ value_tol", "non_finite": "f or ∇f non-finite",
+              "diverge_above": "f > diverge_above"}
+MAX_RATE_LINES = 30  # a learning-rate axis with more rates than this is summarised in one line
+
+
+def _point(x) -> str:
+    x = np.asarray(x, dtype=float).ravel()
+    return "(" + ", ".join(f"{v:.4g}" for v in x) + ")" if x.size <= 4 else f"(a point in {x.size}-D)"
+
+
+def _minimum_words(objective, i: int) -> str:
+    m = objective.minima[i]
+    return f"{'global' if m.is_global else 'local'} minimum {_point(m.x)}"
+
+
+def _incomplete(objective) -> str:
+    return "" if objective.minima_complete else \
+        f"; {objective.name} has more minima than it lists"
+
+
+def _one_start(objective, result: Result, j: int) -> str:
+    """One start's outcome in words: what stopped it, when, where it ended."""
+    s, k, f = result.status[j], int(result.steps[j]), result.f[j]
+    if s.outcome == "diverged":
+        return f"diverged at step {k} ({RULE_WORDS[s.rule]}), f = {f:.6g}"
+    if s.outcome == "converged":
+        head = f"converged after {k} steps ({RULE_WORDS[s.rule]}), f = {f:.6g}"
+    else:
+        head = f"step budget used up after {k} steps, not converged, f = {f:.6g}"
+    i, d = int(result.nearest[j]), float(result.distance[j])
+    if i < 0:
+        return head + ("" if objective.minima_complete else _incomplete(objective))
+    if result.basin[j] != "none" and s.outcome == "converged":
+        return head + f", at the {_minimum_words(objective, i)} (distance {d:.2g})"
+    if result.basin[j] != "none":
+        return head + f", {d:.2g} from the {_minimum_words(objective, i)}"
+    return (head + f", at no listed minimum (nearest: the {_minimum_words(objective, i)}, "
+            f"{d:.2g} away{_incomplete(objective)})")
+
+
+def _counts(result: Result, cols) -> str:
+    outcomes = [result.outcomes[j] for j in cols]
+    basins = [result.basin[j] for j in cols]
+    words = (("converged", "converged"), ("max_steps", "used up the step budget"),
+             ("diverged", "diverged"))
+    head = ", ".join(f"{outcomes.count(o)} {w}" for o, w in words if outcomes.count(o))
+    ended = [f"{basins.count(b)} at a {b} minimum" for b in ("global", "local") if basins.count(b)]
+    if basins.count("none"):
+        ended.append(f"{basins.count('none')} at no listed minimum")
+    return head + "; " + ", ".join(ended)
+
+
 def describe(name: str, objective, result: Result) -> str:
-    """A short human summary of the outcome."""
+    """The outcome in words: one line for one start or a batch; for a learning-rate axis,
+    a line per rate saying what that rate did."""
     if result.n == 1:
-        s = result.status[0]
-        where = ""
-        if result.basin[0] != "none":
-            where = (f", at {result.basin[0]} minimum {int(result.nearest[0])} "
-                     f"(distance {result.distance[0]:.2e})")
-        return (f"{name}: {s.outcome} ({s.rule}) after {int(result.steps[0])} steps, "
-                f"f = {result.f[0]:.6g}{where}")
-    counts = {o: result.outcomes.count(o) for o in ("converged", "max_steps", "diverged")}
-    basins = {b: result.basin.count(b) for b in ("global", "local", "none")}
-    return (f"{name}: {result.n} starts: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-            + "; basins: " + ", ".join(f"{v} {k}" for k, v in basins.items()))
+        return f"{name}: {_one_start(objective, result, 0)}"
+    rates = np.unique(result.lr)
+    head = f"{name}: {result.n} starts: {_counts(result, range(result.n))}"
+    head += "" if objective.minima_complete or "no listed" not in head else \
+        f" ({objective.name} has more minima than it lists)"
+    if rates.size == 1 or rates.size > MAX_RATE_LINES:
+        return head
+    lines = [head]
+    for lr in rates:
+        cols = np.flatnonzero(result.lr == lr)
+        what = (_one_start(objective, result, cols[0]) if cols.size == 1
+                else f"{cols.size} starts: {_counts(result, cols)}")
+        lines.append(f"  lr={lr:g}: {what}")
+    return "\n".join(lines)
 
 
 def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
-            extra_tags: Optional[dict] = None, out=sys.stdout) -> Outcome:
+            extra_tags: Optional[dict] = None, out=sys.stdout, job: Optional[str] = None) -> Outcome:
     """Validate, descend, write and log one run. Config errors raise before any run exists.
+
+    ``job`` (``job 2/4``) marks a sweep's job: its outcome and run id then share one line,
+    the sweep having printed the link to its runs once.
 
     BLAS runs single-threaded throughout: with several threads OpenBLAS may split a matrix
     product differently, and large batched runs would then not reproduce bit for bit.
@@ -306,7 +429,8 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
 
     with threadpool_limits(1, user_api="blas"):
         try:
-            return _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out)
+            return _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out,
+                            job)
         except config.ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - only store and disk failures are translated
@@ -319,11 +443,14 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
             raise tracking.StoreError(line) from None
 
 
-def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome:
+def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out, job) -> Outcome:
     plan = config.build(cfg)
     config.check_tracking(cfg)
     resolved = config.resolved(cfg)
     name = run_name(cfg, plan)
+    if extra_tags and "reproduced_from" in extra_tags:
+        name = reproduction_name(name, str(extra_tags["reproduced_from"]))
+    lead = f"{job}  " if job else ""
     tracking_on = cfg.tracking.enabled
     code = code_version()
     if not tracking_on:
@@ -331,7 +458,7 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
         result = _descend(plan, monitor)
         diag = _diagnose(cfg, plan, result, monitor)
         write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
-        print(describe(name, plan.objective, result), file=out)
+        print(lead + describe(name, plan.objective, result), file=out, flush=True)
         return Outcome(result)
 
     from . import tracking
@@ -351,8 +478,10 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
     if cfg.tracking.skip_finished:
         done = tracking.find_finished(client, experiment_id, chash)
         if done is not None:
-            print(f"{name}: skipped, run {done} with the same config and code is FINISHED",
-                  file=out)
+            if parent_run_id:  # the sweep's results include it: its report lists it
+                tracking.log(client, parent_run_id, tags={f"{tracking.REUSED_TAG}.{done}": name})
+            print(f"{lead}{name}: skipped, run {done} with the same config and code is "
+                  "FINISHED", file=out, flush=True)
             return Outcome(None, done, experiment_id, uri, skipped=True)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
@@ -378,10 +507,15 @@ def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out) -> Outcome
             metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
         tracking.log(client, run_id, metrics=metrics, tags=tags)
         tracking.log_artifacts(client, run_id, art)
-    print(describe(name, plan.objective, result), file=out)
-    print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
-    print(f"  view: {tracking.ui_links(uri, experiment_id, run_id)}"
-          + ("  (start the UI with `gdexp ui`)" if not uri.startswith("http") else ""), file=out)
+    text = describe(name, plan.objective, result)
+    if job:
+        first, *rest = text.split("\n")
+        print("\n".join([f"{lead}{first}  [run {run_id[:8]}]", *rest]), file=out, flush=True)
+    else:
+        print(text, file=out)
+        print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
+        print(f"  view: {tracking.ui_links(uri, experiment_id)}{tracking.ui_hint(uri)}\n"
+              f"  run:  {tracking.ui_links(uri, experiment_id, run_id)}", file=out, flush=True)
     return Outcome(result, run_id, experiment_id, uri)
 
 

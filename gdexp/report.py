@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlparse
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -167,8 +166,35 @@ def _search(client, experiment_ids, filter_string: str = "") -> list[RunRecord]:
     return [RunRecord.from_run(r) for r in runs]
 
 
-def _children(client, experiment_id: str, parent_id: str) -> list[RunRecord]:
-    return _search(client, [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+def _children(client, experiment_id: str, parent_id: str, parent_tags=None) -> list[RunRecord]:
+    """A sweep's runs: its jobs' runs, and the FINISHED runs its jobs reused (skip_finished)."""
+    runs = _search(client, [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    prefix = tracking.REUSED_TAG + "."
+    have = {r.run_id for r in runs}
+    for key in sorted(parent_tags or {}):
+        run_id = key[len(prefix):]
+        if key.startswith(prefix) and run_id not in have:
+            run = tracking.get_run(client, run_id)
+            if run is not None and run.info.lifecycle_stage == "active":
+                runs.append(RunRecord.from_run(run))
+                have.add(run_id)
+    return runs
+
+
+def one_per_config(runs: list[RunRecord]) -> tuple[list[RunRecord], int]:
+    """One run per config (its params, where it was recorded aside): the latest FINISHED
+    one, else the latest. A re-launched sweep or a preset run twice then shows each setting
+    once. Returns the runs kept and how many were left out."""
+    best: dict[str, RunRecord] = {}
+    for r in runs:
+        key = json.dumps({k: v for k, v in r.params.items()
+                          if not k.startswith(IGNORED_PREFIXES)}, sort_keys=True)
+        old = best.get(key)
+        rank = (r.state == "FINISHED", r.start_time)
+        if old is None or rank > (old.state == "FINISHED", old.start_time):
+            best[key] = r
+    kept = [r for r in runs if r in best.values()]
+    return kept, len(runs) - len(kept)
 
 
 def _find_run(client, run_id: str, uri: str):
@@ -195,7 +221,7 @@ def select(client, uri: str, experiment: Optional[str], sweep: Optional[str]) ->
         if experiment is not None and exp.name != experiment:
             raise ReportError(f"--sweep: run {sweep!r} belongs to experiment {exp.name!r}, "
                               f"not {experiment!r}")
-        runs = _children(client, exp.experiment_id, sweep)
+        runs = _children(client, exp.experiment_id, sweep, parent.tags)
         if not runs:
             raise ReportError(f"--sweep: run {sweep!r} has no child runs (a sweep run carries "
                               f"the tag {SWEEP_TAG}=true and its jobs point to it)")
@@ -207,16 +233,19 @@ def select(client, uri: str, experiment: Optional[str], sweep: Optional[str]) ->
         if not runs:
             raise ReportError(f"EXPERIMENT: experiment {experiment!r} has no runs in {uri}")
         return Selection(uri, exp.experiment_id, exp.name, runs)
-    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    # the latest sweep of the whole store: `gdexp run experiment=lr_regimes && gdexp report`
+    # reports that preset's sweep, which lives in an experiment of its own name
+    experiments = {e.experiment_id: e for e in _pages(client.search_experiments)}
     latest = []
-    if exp is not None and exp.lifecycle_stage == "active":
-        latest = client.search_runs([exp.experiment_id], f"tags.{SWEEP_TAG} = 'true'",
+    if experiments:
+        latest = client.search_runs(list(experiments), f"tags.{SWEEP_TAG} = 'true'",
                                     order_by=["attributes.start_time DESC"], max_results=1)
     if not latest:
-        raise ReportError(f"no sweep found in experiment {DEFAULT_EXPERIMENT!r} ({uri}); run "
-                          "one with `gdexp run -m key=a,b`, or name an EXPERIMENT or --sweep ID")
+        raise ReportError(f"no sweep found in {uri}; run one with `gdexp run -m key=a,b` "
+                          "(or a sweeping preset), or name an EXPERIMENT or --sweep ID")
     parent = RunRecord.from_run(latest[0])
-    runs = _children(client, exp.experiment_id, parent.run_id)
+    exp = experiments[parent.experiment_id]
+    runs = _children(client, exp.experiment_id, parent.run_id, parent.tags)
     if not runs:
         raise ReportError(f"the latest sweep {parent.run_id} ({parent.name}) has no runs yet")
     return Selection(uri, exp.experiment_id, exp.name, runs, parent)
@@ -283,12 +312,25 @@ class Table:
     numeric: list
 
 
+# Whole numbers below this print in full (steps, counts); everything else to 4 digits, so
+# that a value prints the same way in every table (2.147e+12, never 2147483648000).
+WHOLE_BELOW = 1e6
+
+
 def _fmt_number(x: Optional[float], digits: int = 4) -> str:
     if x is None:
         return "-"
-    if float(x).is_integer() and abs(x) < 1e15:
+    if float(x).is_integer() and abs(x) < WHOLE_BELOW:
         return str(int(x))
     return f"{x:.{digits}g}"
+
+
+def _fmt_param(value: str) -> str:
+    """A numeric param to 6 significant digits (lr 0.181818, not 0.1818181818181818)."""
+    x = _number(value)
+    if x is None or value.strip().lower() in ("true", "false"):
+        return value if value != "" else "-"
+    return _fmt_number(x, 6)
 
 
 def build_table(runs: list[RunRecord], keys: list[str]) -> Table:
@@ -305,14 +347,22 @@ def build_table(runs: list[RunRecord], keys: list[str]) -> Table:
         # a run that never reached a target has no finite aRT (it is not logged): "inf"
         runtimes = [r.metrics.get(f"aRT.{t}", math.inf) for t in art]
         raw.append(params + [_raw(v) for v in results + runtimes] + [r.run_id])
-        shown.append([v if v != "" else "-" for v in params]
+        shown.append([_fmt_param(v) for v in params]
                      + [results[0], results[1] or "-", _fmt_number(results[2]),
                         _fmt_number(results[3]), results[4] or "-"]
                      + [_fmt_number(v) for v in runtimes] + [r.run_id[:8]])
-    numeric = [all(_number(row[i]) is not None for row in raw if row[i] != "")
+    numeric = [all(_is_number(row[i]) for row in raw if row[i] != "")
                and any(row[i] != "" for row in raw) for i in range(len(columns))]
     numeric[-1] = False
     return Table(columns, raw, shown, numeric)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _raw(value) -> str:
@@ -410,7 +460,8 @@ def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
     if not keys:
         return [r.name for r in runs]
     short = short_names(keys)
-    return [", ".join(f"{short[k]}={r.params.get(k, '-')}" for k in keys) for r in runs]
+    return [", ".join(f"{short[k]}={_fmt_param(r.params.get(k, '-'))}" for k in keys)
+            for r in runs]
 
 
 def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -606,7 +657,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gdexp report",
         description="Tabulate and plot runs read back from MLflow: by default the latest sweep "
-                    f"of experiment {DEFAULT_EXPERIMENT!r}. A sweep's report is also logged "
+                    "in the store, whichever experiment it is in. A sweep's report is also logged "
                     f"onto its sweep run under {ARTIFACT_DIR}/.")
     p.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
                    help="report every run of this experiment (sweep runs themselves excluded)")
@@ -623,11 +674,15 @@ def parser() -> argparse.ArgumentParser:
 def report(args, out=sys.stdout) -> Path:
     uri, client = open_store(args.uri)
     sel = select(client, uri, args.experiment, args.sweep)
+    sel.runs, repeats = one_per_config(sel.runs)
     keys = varying_keys(sel.runs)
     runs = sort_runs(sel.runs, keys)
     sel.runs = runs
     table = build_table(runs, keys)
     print(sel.description, file=out)
+    if repeats:
+        print(f"(one run per config: {repeats} earlier run{'s' if repeats != 1 else ''} of "
+              "the same configs left out)", file=out)
     print(file=out)
     print(format_text(table), file=out)
     print(file=out, flush=True)
@@ -642,12 +697,14 @@ def report(args, out=sys.stdout) -> Path:
         for p in files:
             client.log_artifact(sel.parent.run_id, str(p), artifact_path=ARTIFACT_DIR)
         print(f"logged under {ARTIFACT_DIR}/ of sweep run {sel.parent.run_id}", file=out)
-        link = tracking.ui_links(uri, sel.experiment_id, sel.parent.run_id)
-    else:
-        link = tracking.ui_links(uri, sel.experiment_id)
-    hint = "" if urlparse(uri).scheme in tracking.HTTP_SCHEMES else \
-        "  (start the UI with `gdexp ui`)"
-    print(f"  view: {link}{hint}", file=out)
+    sweep = sel.parent.run_id if sel.parent is not None else None
+    tracking.ensure_view(client, sel.experiment_id, sweep=sweep,
+                         tags=client.get_experiment(sel.experiment_id).tags)
+    print(f"  view: {tracking.ui_links(uri, sel.experiment_id, sweep=sweep)}"
+          f"{tracking.ui_hint(uri)}", file=out)
+    if sweep is not None:
+        print(f"  sweep run (the report under {ARTIFACT_DIR}/): "
+              f"{tracking.ui_links(uri, sel.experiment_id, sweep)}", file=out)
     return out_dir
 
 

@@ -25,10 +25,6 @@ BACKEND_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 START_TIMEOUT = 180.0   # seconds; a loaded 2-core machine needs 20-40 s
 STOP_TIMEOUT = 30.0     # seconds before the server's process group is killed outright
 POLL_INTERVAL = 0.25
-# Sorted by creation time (its default) the runs table folds a sweep's runs under the parent
-# run; any other order lists every run. The key is backquoted (%60): unquoted, the UI still
-# sorts but labels the sort "undefined".
-FLAT_QUERY = "orderByKey=metrics.%60final_loss%60&orderByAsc=true"
 
 
 class ServeError(Exception):
@@ -402,10 +398,12 @@ def _ui(argv: list[str]) -> int:
         tracking.reap_store(tracking.client(uri))
 
     def ready(url):
-        table = f"{url}/#/experiments/{found['id']}/runs"
+        from . import tracking
+
+        view = tracking.ui_links(url, found["id"])
         return (f"MLflow UI on {_hide_password(uri)}, experiment {args.experiment!r}:\n"
-                f"  runs table:       {table}\n"
-                f"  flat, best first: {table}?{FLAT_QUERY}")
+                f"  runs table:       {view}\n"
+                "  (status, final_loss, steps, lr, objective, ...; every run, best first)")
 
     mlflow_args = ["--backend-store-uri", uri, "--artifacts-destination", artifacts_dir(uri),
                    "--workers", str(args.workers)]

@@ -31,6 +31,9 @@ from .config import ConfigError, outputs_dir
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
 PARENT_TAG = "mlflow.parentRunId"
+# On a sweep run, ``gdexp.reused.<run id>``: a FINISHED run with the same config that a job
+# skipped (tracking.skip_finished) instead of re-running; it belongs to the sweep's results.
+REUSED_TAG = "gdexp.reused"
 UI_DEFAULT = "http://127.0.0.1:5000"
 
 # Once mlflow is loaded, the final garbage collections over its ~3e5 objects (~2300 modules)
@@ -115,6 +118,7 @@ def client(uri: str):
     import mlflow.store.db.utils as db_utils  # 1.4 s import: only where tracking happens
     from mlflow.tracking import MlflowClient
 
+    quiet_logging()
     db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, ENGINE_ATTEMPTS)
     # It logs every database error with its traceback before raising it; the error itself
     # reaches the user as one line (explain), and its "Creating tables" notes are noise.
@@ -306,6 +310,16 @@ def _store_errors(uri: str) -> Iterator[None]:
         raise StoreError(line) from None
 
 
+def quiet_logging() -> None:
+    """MLflow's and alembic's INFO lines (creating and migrating the db tables on a new
+    store, ...) are about MLflow, not the run: only warnings and errors reach the console.
+    Set after the import, which installs MLflow's own INFO-level handler."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     """Create (or find) the experiment; creating the client's first call also migrates the db."""
     from mlflow.exceptions import MlflowException
@@ -313,7 +327,10 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri))
+            experiment_id = mlflow_client.create_experiment(
+                name, artifact_location=artifact_location(uri))
+            ensure_view(mlflow_client, experiment_id)
+            return experiment_id
         except MlflowException as e:  # created meanwhile by a parallel job, or refused
             exp = mlflow_client.get_experiment_by_name(name)
             if exp is None:
@@ -324,6 +341,7 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
         raise ConfigError(f"tracking.experiment: {name!r} is deleted in {uri}; restore it or "
                           "choose another name")
     _warn_if_outside(exp, uri)
+    ensure_view(mlflow_client, exp.experiment_id, tags=exp.tags)
     return exp.experiment_id
 
 
@@ -518,11 +536,56 @@ def log_artifacts(mlflow_client, run_id: str, folder: Path) -> None:
         raise
 
 
-def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
-    """The runs table (the UI otherwise opens on a page without runs) and the run's page."""
+# The runs table the printed links open: the UI (3.17) keeps a "shared view" as an
+# experiment tag mlflow.sharedViewState.<key> (JSON) and loads it from
+# #/experiments/<id>/runs?viewStateShareKey=<key>. Ours shows the outcome columns and sorts
+# by final_loss: sorted by creation time (the UI's default) the table folds a sweep's runs
+# under the sweep run, and its charts then show nothing.
+VIEW_TAG = "mlflow.sharedViewState."
+VIEW_KEY = "gdexp-runs"
+VIEW_COLUMNS = ("tags.`status`", "metrics.`final_loss`", "metrics.`steps`",
+                "params.`optimizer.lr`", "tags.`objective`", "tags.`stop_rule`", "tags.`basin`")
+
+
+def view_key(sweep: Optional[str] = None) -> str:
+    return VIEW_KEY if sweep is None else f"gdexp-sweep-{sweep}"
+
+
+def view_state(sweep: Optional[str] = None) -> dict:
+    """The runs table's state: every run (or one sweep's), best first, outcome columns."""
+    return {"searchFilter": "" if sweep is None else f"tags.`{PARENT_TAG}` = '{sweep}'",
+            "orderByKey": "metrics.`final_loss`", "orderByAsc": True,
+            "selectedColumns": list(VIEW_COLUMNS), "runsHiddenMode": "SHOW_ALL"}
+
+
+def ensure_view(mlflow_client, experiment_id: str, sweep: Optional[str] = None,
+                tags: Optional[dict] = None) -> None:
+    """Store the view ``ui_links`` points at (``tags``: the experiment's, when known, to
+    skip the write if it is there already)."""
+    key, value = VIEW_TAG + view_key(sweep), json.dumps(view_state(sweep))
+    if tags is None or tags.get(key) != value:
+        mlflow_client.set_experiment_tag(experiment_id, key, value)
+
+
+def ui_links(uri: str, experiment_id: str, run_id: Optional[str] = None,
+             sweep: Optional[str] = None) -> str:
+    """A run's page; otherwise the runs table in gdexp's view (of one sweep's runs, or all)."""
     base = uri.rstrip("/") if urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
     table = f"{base}/#/experiments/{experiment_id}/runs"
-    return table if run_id is None else f"{table}/{run_id}"
+    if run_id is not None:
+        return f"{table}/{run_id}"
+    return f"{table}?viewStateShareKey={view_key(sweep)}"
+
+
+def ui_hint(uri: str) -> str:
+    """After a link into the local UI: how to start it, unless it already answers."""
+    if urlparse(uri).scheme in HTTP_SCHEMES:
+        return ""
+    try:
+        with urllib.request.urlopen(UI_DEFAULT + "/health", timeout=0.5):
+            return ""
+    except (urllib.error.URLError, OSError, ValueError):
+        return "  (start the UI with `gdexp ui`)"
 
 
 def find_finished(mlflow_client, experiment_id: str, chash: str) -> Optional[str]:

@@ -45,7 +45,8 @@ def test_single_run_is_logged_with_params_curves_tags_and_artifacts(outputs, tmp
         cwd=elsewhere, capture_output=True, text=True, env={**os.environ,
                                                             "GDEXP_OUTPUTS": str(outputs)})
     assert proc.returncode == 0, proc.stderr
-    assert "rosenbrock-gd-lr0.002-s0: converged (grad_tol)" in proc.stdout
+    assert "rosenbrock-gd-lr0.002-s0: converged after " in proc.stdout
+    assert "(gradient norm ≤ grad_tol)" in proc.stdout
     assert "/#/experiments/" in proc.stdout
     assert list(elsewhere.iterdir()) == []  # nothing written in the working directory
     client, runs = all_runs(outputs)

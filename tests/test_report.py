@@ -213,7 +213,7 @@ def test_experiment_report_covers_every_run_but_the_sweep_run(store, tmp_path):
 # ---------------------------------------------------------------- errors
 
 def test_no_sweep_yet(store):
-    assert_one_line_error(store.before_sweep, "no sweep found", "'gdexp'", "gdexp run -m")
+    assert_one_line_error(store.before_sweep, "no sweep found", "mlflow.db", "gdexp run -m")
 
 
 def test_unknown_experiment(store, report_here):
@@ -273,8 +273,8 @@ def test_varying_params_lead_and_sort_numerically():
     assert "optimizer" not in table.columns and "lr" not in table.columns
     text = format_text(table).splitlines()
     assert len({len(line) for line in text[:2]}) == 1  # header and rule aligned
-    assert text[2].split()[:3] == ["1e-3", "momentum", "0"]
-    assert text[2].index("1e-3") + 4 == text[1].index("  ")  # numbers right-aligned
+    assert text[2].split()[:3] == ["0.001", "momentum", "0"]  # numbers formatted alike
+    assert text[2].index("0.001") + 5 == text[1].index("  ")  # numbers right-aligned
 
 
 def test_labels_name_only_what_varies():

@@ -28,6 +28,13 @@ from .base import (ELEMENTWISE_VALUES, LISTED_MINIMA_VALUES, MAX_LISTED_MINIMA, 
                    _newton_stationary, _real_arg, _roots_between, _separable_minima,
                    _sorted_minima, _vector_arg, _check_minimum, colsum, contract)
 
+
+def _rate_for(curvature: float) -> float:
+    """1/curvature to one significant digit (1/1001.6 -> 0.001): about half the stable bound
+    2/λmax of gradient descent (at most 1.5/λmax after rounding), as one would type it."""
+    return float(f"{1.0 / curvature:.0e}")
+
+
 def _quadratic_size(dim=2, eigenvalues=None, rotate=False, **_) -> Footprint:
     d = len(eigenvalues) if isinstance(eigenvalues, (list, tuple)) else _int_arg("dim", dim, 1)
     # Building A = Q diag(λ) Qᵀ holds Q, the QR factors, Q·λ and A: about five d x d arrays.
@@ -57,7 +64,7 @@ def quadratic(dim: int = 2, eigenvalues=None, condition: float = 10.0, center=No
         lam = _vector_arg("eigenvalues", eigenvalues)
         if np.any(lam <= 0):
             raise ValueError(f"eigenvalues must all be > 0 (A positive definite), "
-                             f"got {list(eigenvalues)}")
+                             f"got {np.asarray(eigenvalues, dtype=float).tolist()}")
         dim = lam.size
     rotate = _bool_arg("rotate", rotate)
     rotation_seed = _int_arg("rotation_seed", rotation_seed, 0)
@@ -79,6 +86,7 @@ def quadratic(dim: int = 2, eigenvalues=None, condition: float = 10.0, center=No
         name="quadratic", f=f, dim=int(dim), domain=(lower, upper),
         minima=(Minimum(c, 0.0, True),), plot_window=(lower, upper),
         params={"A": a, "eigenvalues": _frozen(lam), "center": c},
+        lr=float(1.0 / lam.max()),
     )
 
 
@@ -254,7 +262,18 @@ def rosenbrock(dim: int = 2, a: float = 1.0, b: float = 100.0) -> Objective:
         minima=_sorted_minima(minima), plot_window=(_frozen(win_lo), _frozen(win_hi)),
         minima_complete=complete,
         params={"a": a, "b": b, "global_certified": global_certified},
+        lr=_rate_for(_tridiagonal_max(*hessian_bands(next(m.x for m in minima if m.is_global)))),
     )
+
+
+def _tridiagonal_max(diag: np.ndarray, off: np.ndarray) -> float:
+    """λmax of a symmetric tridiagonal matrix: exact up to 400 rows, else Gershgorin's bound."""
+    if diag.size <= 400:
+        return float(np.linalg.eigvalsh(np.diag(diag) + np.diag(off, 1) + np.diag(off, -1))[-1])
+    radius = np.zeros_like(diag)
+    radius[:-1] += np.abs(off)
+    radius[1:] += np.abs(off)
+    return float(np.max(diag + radius))
 
 
 @functools.lru_cache(maxsize=64)
@@ -492,6 +511,7 @@ def muller_brown() -> Objective:
         minima=tuple(minima), plot_window=(lower, upper), minima_complete=True,
         params={"A": _MB_A, "a": _MB_a, "b": _MB_b, "c": _MB_c, "x0": _MB_X0, "y0": _MB_Y0,
                 "saddles": tuple(_frozen(s) for s in saddles)},
+        lr=_rate_for(np.linalg.eigvalsh(_muller_brown_derivatives(mins[0])[1])[-1]),
     )
 
 
@@ -584,6 +604,7 @@ def rastrigin(dim: int = 2, a: float = 10.0) -> Objective:
         name="rastrigin", f=f, dim=dim, domain=(lower, upper), minima=minima,
         plot_window=(lower, upper), minima_complete=complete and listed_all,
         params={"a": a, "coordinate_minima": _frozen(per)},
+        lr=_rate_for(2.0 + 4.0 * np.pi ** 2 * a),  # f'' per coordinate peaks at the integers
     )
 
 
@@ -612,4 +633,6 @@ def beale() -> Objective:
         name="beale", f=_beale_f, dim=2, domain=(lower, upper),
         minima=(_minimum(_beale_f, [3.0, 0.5], True),), plot_window=(lower, upper),
         minima_complete=True,
+        # 1/λmax at the minimum (λ = 0.30, 48.98); from (1, 1), east of the escaping valley
+        lr=_rate_for(48.98), start=_frozen([1.0, 1.0]),
     )

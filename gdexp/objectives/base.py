@@ -53,6 +53,10 @@ class Objective:
     evaluate: Optional[Callable] = None      # x (dim, n) -> {name: (n,)}: test_loss, accuracy...
     dataset: Optional[dict] = None           # identity of the data: name, shapes, digest
     constants: dict = field(default_factory=dict)  # exact facts from the build (L, mu)
+    # A plain-GD learning rate that gives a sensible first run (no divergence, steady
+    # progress) from ``start``: about 1/λmax of the Hessian at the global minimum, where the
+    # stable bound is 2/λmax. What `optimizer=gd` uses unless optimizer.lr is set.
+    lr: float = 0.01
 
     @property
     def global_minima(self) -> tuple[Minimum, ...]:
