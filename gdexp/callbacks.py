@@ -65,6 +65,8 @@ class SweepCallback(Callback):
 
         if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
             return
+        if _short_target(config.hydra.launcher) == "BatchedLauncher":
+            return  # it prints a line per group and per finished job instead
         k = int(config.hydra.job.num) + 1
         of = f"/{self.total_jobs}" if self.total_jobs else ""
         overrides = " ".join(config.hydra.overrides.task)
