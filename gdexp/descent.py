@@ -61,12 +61,15 @@ class _Recorder:
     evenly spaced and memory never exceeds ``capacity`` rows.
     """
 
-    def __init__(self, capacity: int, shapes: dict[str, tuple]):
+    def __init__(self, capacity: int, shapes: dict[str, tuple], max_rows: Optional[int] = None):
         self.capacity = max(int(capacity), 4)
         self.stride = 1
         self.size = 0
-        self.steps = np.empty(self.capacity + 1, dtype=np.int64)  # +1 for the final row
-        self.data = {k: np.empty((self.capacity + 1,) + s) for k, s in shapes.items()}
+        # A descent of max_steps updates adds at most max_steps rows before its final one, so
+        # a budget beyond that is never filled: only what can be used is allocated.
+        rows = self.capacity if max_rows is None else min(self.capacity, max(int(max_rows), 0))
+        self.steps = np.empty(rows + 1, dtype=np.int64)  # +1 for the final row
+        self.data = {k: np.empty((rows + 1,) + s) for k, s in shapes.items()}
         self._columns = tuple(self.data.values())
 
     def add(self, k: int, *values) -> None:
@@ -245,6 +248,254 @@ def _rule_codes(k, f, gn, f_prev, step_norm, *, max_steps, grad_tol, step_tol, v
     return new
 
 
+class _Jobs:
+    """The jobs of a batch (consecutive blocks of columns), each recorded as if it ran alone.
+
+    A lone job of n starts keeps its curves in a recorder of ``trace_budget // n`` rows and
+    its path in one of ``path_budget // (d n)`` rows, and stops recording at the step where
+    its last start stops. Jobs whose recorders would have the same capacities share one
+    (their rows are kept and thinned at the same steps while they run); when a job's last
+    start stops, its rows so far plus that step's row are taken out as its own trace.
+    ``batch_loss`` adds the mini-batch loss recorder, ``eval_names`` the one of the
+    objective's own evaluations (held-out loss, accuracy).
+    """
+
+    def __init__(self, sizes, d, trace_budget, path_budget, max_steps, batch_loss=False,
+                 eval_names=()):
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        n = int(self.bounds[-1])
+        self.classes = {}
+        self.job_class = []
+        for j, nj in enumerate(sizes):
+            caps = (trace_budget[j] // nj, path_budget[j] // (d * nj))
+            self.classes.setdefault(caps, []).append(j)
+            self.job_class.append(caps)
+        self.recorders = {}
+        for caps, members in self.classes.items():
+            if len(self.classes) == 1:
+                cols = slice(0, n)  # a view, not a copy, in the common case
+            else:
+                cols = np.concatenate([np.arange(self.bounds[j], self.bounds[j + 1])
+                                       for j in members])
+            m = n if isinstance(cols, slice) else cols.size
+            self.recorders[caps] = [
+                cols,
+                _Recorder(caps[0], {"loss": (m,), "grad_norm": (m,), "lr": (m,)}, max_steps),
+                _Recorder(caps[1], {"x": (d, m)}, max_steps),
+                len(members),
+                _Recorder(caps[0], {"batch_loss": (m,)}, max_steps + 1) if batch_loss else None,
+                _Recorder(caps[0], {k: (m,) for k in eval_names}, max_steps + 1)
+                if eval_names else None]
+        # per job: position of its columns inside its class's recorder
+        self.local = []
+        for j, caps in enumerate(self.job_class):
+            offset = 0
+            for i in self.classes[caps]:
+                if i == j:
+                    break
+                offset += self.bounds[i + 1] - self.bounds[i]
+            self.local.append(slice(offset, offset + self.bounds[j + 1] - self.bounds[j]))
+        self.running = np.ones(len(sizes), dtype=bool)
+        self.final = [None] * len(sizes)
+
+    def add(self, k, f, gn, lr, x, evaluating=True) -> None:
+        for cols, curves, path, live, _, _ in self.recorders.values():
+            if live:
+                if evaluating:
+                    curves.add(k, f[cols], gn[cols], lr[cols])
+                path.add(k, x[:, cols])
+
+    def add_batch_loss(self, k, fb) -> None:
+        for cols, _, _, live, batches, _ in self.recorders.values():
+            if live:
+                batches.add(k, fb[cols])
+
+    def add_evals(self, k, values: dict) -> None:
+        for cols, _, _, live, _, evals in self.recorders.values():
+            if live:
+                evals.add(k, *(v[cols] for v in values.values()))
+
+    def stop(self, active: np.ndarray, k, f, gn, lr, x, fb=None, evaluate=None) -> None:
+        """Take out every running job whose last start has stopped (before step k's rows)."""
+        left = np.add.reduceat(active, self.bounds[:-1]) if active.size else active
+        for j in np.flatnonzero(self.running & (left == 0)):
+            self.running[j] = False
+            cols, curves, path, _, batches, evals = entry = self.recorders[self.job_class[j]]
+            entry[3] -= 1
+            own, mine = self.local[j], slice(self.bounds[j], self.bounds[j + 1])
+            c, p = curves.size, path.size
+            extra = {}
+            if batches is not None:
+                extra.update(_closed(batches, own, k, {"batch_loss": fb[mine]}, "batch_"))
+            if evals is not None:
+                done = evals.size and evals.steps[evals.size - 1] == k
+                extra.update(_closed(evals, own, k, None if done else evaluate(x[:, mine]),
+                                     "eval_"))
+            trace = Trace(
+                np.append(curves.steps[:c], k),
+                np.concatenate([curves.data["loss"][:c, own], f[None, mine]]),
+                np.concatenate([curves.data["grad_norm"][:c, own], gn[None, mine]]),
+                np.concatenate([curves.data["lr"][:c, own], lr[None, mine]]),
+                np.append(path.steps[:p], k),
+                np.concatenate([path.data["x"][:p, :, own], x[None, :, mine]]), **extra)
+            self.final[j] = (trace, x[:, mine].copy(), f[mine].copy(), gn[mine].copy())
+
+
+def _closed(recorder: _Recorder, own: slice, k: int, last: Optional[dict], prefix: str) -> dict:
+    """A job's rows of ``recorder`` with step k's row ``last`` appended unless it is there."""
+    m = recorder.size
+    steps = recorder.steps[:m]
+    data = {name: arr[:m, own] for name, arr in recorder.data.items()}
+    if last is not None and (m == 0 or steps[-1] != k):
+        steps = np.append(steps, k)
+        data = {name: np.concatenate([v, np.asarray(last[name])[None]])
+                for name, v in data.items()}
+    else:
+        data = {name: v.copy() for name, v in data.items()}
+    if prefix == "batch_":
+        return {"batch_steps": steps.copy(), "batch_loss": data["batch_loss"]}
+    return {"eval_steps": steps.copy(), "evals": data}
+
+
+def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps: int = 1000,
+             grad_tol: float = 0.0, step_tol: float = 0.0, value_tol: float = 0.0,
+             diverge_above: float = np.inf, schedule: Optional[Callable[[int], float]] = None,
+             line_search: Optional[Armijo] = None, basin_tol=1e-2,
+             trace_budget=5_000_000, path_budget=2_000_000,
+             callback: Optional[Callable] = None, batch_size: Optional[int] = None,
+             sampling: str = "epoch", batch_seed: int = 0, eval_every: Optional[int] = None,
+             evaluate: Optional[Callable] = None) -> list[Result]:
+    """Several jobs in ONE batched descent; job j's Result equals ``run`` on job j alone.
+
+    ``x0s[j]`` (shape (d,) or (d, n_j)) and ``lrs[j]`` (a scalar or n_j rates) are job j's
+    starts and rates; ``basin_tol``, ``trace_budget`` and ``path_budget`` are one value for
+    all jobs or one per job. Every other argument is shared, as in ``run``; ``callback``
+    sees the whole batch. Columns never interact (objectives are batch independent), each
+    job is recorded as if alone (see ``_Jobs``), and its final values are taken at the
+    step where its last start stopped, so nothing a job returns depends on its batch.
+    A mini-batch descent is one job: when it evaluates the full batch depends on every one
+    of its starts (see ``run``).
+    """
+    blocks = [np.array(x, dtype=float) for x in x0s]
+    blocks = [b[:, None] if b.ndim == 1 else b for b in blocks]
+    sizes = [b.shape[1] for b in blocks]
+    n_jobs = len(blocks)
+    minibatch = batch_size is not None
+    if minibatch and n_jobs != 1:
+        raise ValueError(f"a mini-batch descent is one job, got {n_jobs}")
+
+    def per_job(value):
+        return list(value) if isinstance(value, (list, tuple)) else [value] * n_jobs
+
+    basin_tols, trace_budgets, path_budgets = (per_job(basin_tol), per_job(trace_budget),
+                                               per_job(path_budget))
+    x = np.concatenate(blocks, axis=1)
+    d, n = x.shape
+    x_start = x.copy()
+    base_lr = np.concatenate([np.broadcast_to(np.asarray(lr, dtype=float), (nj,))
+                              for lr, nj in zip(lrs, sizes)])
+    vg = batched_value_and_grad(objective.f)
+    state = optimizer.init(x)
+    if minibatch:
+        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling)
+        every = int(eval_every) if eval_every else sampler.per_epoch
+    else:
+        every = int(eval_every) if eval_every else max(1, max_steps // 200)
+    eval_names = tuple(evaluate(x)) if evaluate is not None else ()
+
+    jobs = _Jobs(sizes, d, trace_budgets, path_budgets, max_steps, minibatch, eval_names)
+    code = np.zeros(n, dtype=np.int8)
+    steps = np.zeros(n, dtype=np.int64)
+    trials = np.zeros(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    all_active = any_active = True
+    stopped = False
+    f_prev = step_norm = fb = None
+    k = 0
+    with np.errstate(all="ignore"):  # overflow is detected below, not warned about
+        while True:
+            if minibatch:
+                idx = sampler(k)
+                fb, g = vg(x, idx)
+                jobs.add_batch_loss(k, fb)
+                evaluating = k % every == 0 or k >= max_steps or not np.isfinite(fb).all()
+                if evaluating:
+                    f, g_full = vg(x)
+                    gn = np.sqrt((g_full * g_full).sum(axis=0))
+            else:
+                f, g = vg(x)
+                gn = np.sqrt((g * g).sum(axis=0))
+                evaluating = True
+            if eval_names and (k % every == 0 or k >= max_steps):
+                jobs.add_evals(k, evaluate(x))
+            # One cheap test per step: does some rule hold for an active start? Which rule, and
+            # for which starts, is sorted out only when one does.
+            ok = np.isfinite(f + gn) & (f <= diverge_above)
+            if grad_tol > 0:
+                ok &= gn > grad_tol
+            if k > 0 and step_tol > 0:
+                ok &= step_norm > step_tol
+            if k > 0 and value_tol > 0:
+                ok &= np.abs(f - f_prev) > value_tol
+            if evaluating and (k >= max_steps
+                               or not (ok.all() if all_active else (ok | ~active).all())):
+                new = _rule_codes(k, f, gn, f_prev, step_norm, max_steps=max_steps,
+                                  grad_tol=grad_tol, step_tol=step_tol, value_tol=value_tol,
+                                  diverge_above=diverge_above)
+                stopping = active & (new > 0)
+                code[stopping] = new[stopping]
+                steps[stopping] = k
+                active = code == 0
+                all_active = False
+                any_active = bool(active.any())
+                stopped = bool(stopping.any())
+            if callback is not None:
+                callback(k, x, f, gn, active)
+            lr_k = base_lr if schedule is None else base_lr * schedule(k)
+            if stopped:
+                jobs.stop(active, k, f, gn, lr_k, x, fb, evaluate)
+                stopped = False
+            if not any_active:
+                break
+            if line_search is None:
+                step, state = optimizer.update(g, state, x, lr_k)
+            else:
+                direction, state = optimizer.update(g, state, x, 1.0)
+                if minibatch:
+                    lr_k, tried = _backtrack(lambda z: objective.f(z, idx), x, fb, g,
+                                             direction, lr_k, active, line_search)
+                else:
+                    lr_k, tried = _backtrack(objective.f, x, f, g, direction, lr_k, active,
+                                             line_search)
+                trials += tried
+                step = lr_k * direction
+            jobs.add(k, f, gn, lr_k, x, evaluating)
+            if evaluating:
+                f_prev = f
+            x_new = x + step if all_active else np.where(active, x + step, x)
+            if step_tol > 0:
+                step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))
+            x = x_new
+            k += 1
+    evaluations = steps + 1 + trials  # one gradient evaluation per iterate, plus the trials
+    results = []
+    for j in range(n_jobs):
+        cols = slice(jobs.bounds[j], jobs.bounds[j + 1])
+        trace, xj, fj, gnj = jobs.final[j]
+        status = tuple(_CODES[c] for c in code[cols])
+        idx, dist, glob = nearest_minima(objective, xj)
+        diverged = np.array([s.outcome == "diverged" for s in status])
+        reached = (dist <= basin_tols[j]) & ~diverged
+        basin = tuple("none" if not r else ("global" if gl else "local")
+                      for r, gl in zip(reached, glob))
+        results.append(Result(x0=x_start[:, cols].copy(), x=xj, f=fj, grad_norm=gnj,
+                              steps=steps[cols].copy(), status=status,
+                              lr=base_lr[cols].copy(), evaluations=evaluations[cols].copy(),
+                              nearest=idx, distance=dist, is_global=glob, basin=basin,
+                              trace=trace))
+    return results
+
+
 def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 1000,
         grad_tol: float = 0.0, step_tol: float = 0.0, value_tol: float = 0.0,
         diverge_above: float = np.inf, schedule: Optional[Callable[[int], float]] = None,
@@ -275,123 +526,12 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
     (held-out loss, accuracy) is recorded every ``eval_every`` steps (full batch: default
     max_steps/200) and at the end, in ``trace.evals``.
     """
-    x = np.array(x0, dtype=float)
-    if x.ndim == 1:
-        x = x[:, None]
-    d, n = x.shape
-    x_start = x.copy()
-    base_lr = np.broadcast_to(np.asarray(lr, dtype=float), (n,)).copy()
-    vg = batched_value_and_grad(objective.f)
-    state = optimizer.init(x)
-    minibatch = batch_size is not None
-    if minibatch:
-        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling)
-        every = int(eval_every) if eval_every else sampler.per_epoch
-        batches = _Recorder(trace_budget // n, {"batch_loss": (n,)})
-    else:
-        every = int(eval_every) if eval_every else max(1, max_steps // 200)
-    evals = None
-    if evaluate is not None:
-        first = evaluate(x)
-        eval_names = tuple(first)
-        evals = _Recorder(trace_budget // n, {k: (n,) for k in eval_names})
-
-    curves = _Recorder(trace_budget // n, {"loss": (n,), "grad_norm": (n,), "lr": (n,)})
-    path = _Recorder(path_budget // (d * n), {"x": (d, n)})
-    code = np.zeros(n, dtype=np.int8)
-    steps = np.zeros(n, dtype=np.int64)
-    trials = np.zeros(n, dtype=np.int64)
-    active = np.ones(n, dtype=bool)
-    all_active = any_active = True
-    f_prev = step_norm = None
-    k = 0
-    with np.errstate(all="ignore"):  # overflow is detected below, not warned about
-        while True:
-            if minibatch:
-                idx = sampler(k)
-                fb, g = vg(x, idx)
-                batches.add(k, fb)
-                evaluating = k % every == 0 or k >= max_steps or not np.isfinite(fb).all()
-                if evaluating:
-                    f, g_full = vg(x)
-                    gn = np.sqrt((g_full * g_full).sum(axis=0))
-            else:
-                f, g = vg(x)
-                gn = np.sqrt((g * g).sum(axis=0))
-                evaluating = True
-            if evals is not None and (k % every == 0 or k >= max_steps):
-                evals.add(k, *evaluate(x).values())
-            # One cheap test per step: does some rule hold for an active start? Which rule, and
-            # for which starts, is sorted out only when one does.
-            ok = np.isfinite(f + gn) & (f <= diverge_above)
-            if grad_tol > 0:
-                ok &= gn > grad_tol
-            if k > 0 and step_tol > 0:
-                ok &= step_norm > step_tol
-            if k > 0 and value_tol > 0:
-                ok &= np.abs(f - f_prev) > value_tol
-            if evaluating and (k >= max_steps
-                               or not (ok.all() if all_active else (ok | ~active).all())):
-                new = _rule_codes(k, f, gn, f_prev, step_norm, max_steps=max_steps,
-                                  grad_tol=grad_tol, step_tol=step_tol, value_tol=value_tol,
-                                  diverge_above=diverge_above)
-                stopping = active & (new > 0)
-                code[stopping] = new[stopping]
-                steps[stopping] = k
-                active = code == 0
-                all_active = False
-                any_active = bool(active.any())
-            if callback is not None:
-                callback(k, x, f, gn, active)
-            lr_k = base_lr if schedule is None else base_lr * schedule(k)
-            if not any_active:
-                break
-            if line_search is None:
-                step, state = optimizer.update(g, state, x, lr_k)
-            else:
-                direction, state = optimizer.update(g, state, x, 1.0)
-                if minibatch:
-                    lr_k, tried = _backtrack(lambda z: objective.f(z, idx), x, fb, g,
-                                             direction, lr_k, active, line_search)
-                else:
-                    lr_k, tried = _backtrack(objective.f, x, f, g, direction, lr_k, active,
-                                             line_search)
-                trials += tried
-                step = lr_k * direction
-            if evaluating:
-                curves.add(k, f, gn, lr_k)
-                f_prev = f
-            path.add(k, x)
-            x_new = x + step if all_active else np.where(active, x + step, x)
-            if step_tol > 0:
-                step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))
-            x = x_new
-            k += 1
-        curves.close(k, f, gn, lr_k)
-        path.close(k, x)
-        if minibatch:
-            batches.close(k, fb)
-        if evals is not None and (evals.size == 0 or evals.steps[evals.size - 1] != k):
-            evals.close(k, *evaluate(x).values())
-    evaluations = steps + 1 + trials  # one gradient evaluation per iterate, plus the trials
-    c_arrays, p_arrays = curves.arrays(), path.arrays()
-    extra = {}
-    if minibatch:
-        b_arrays = batches.arrays()
-        extra.update(batch_steps=b_arrays["steps"], batch_loss=b_arrays["batch_loss"])
-    if evals is not None:
-        e_arrays = evals.arrays()
-        extra.update(eval_steps=e_arrays.pop("steps"), evals=e_arrays)
-    trace = Trace(c_arrays["steps"], c_arrays["loss"], c_arrays["grad_norm"], c_arrays["lr"],
-                  p_arrays["steps"], p_arrays["x"], **extra)
-    status = tuple(_CODES[c] for c in code)
-    idx, dist, glob = nearest_minima(objective, x)
-    diverged = np.array([s.outcome == "diverged" for s in status])
-    reached = (dist <= basin_tol) & ~diverged
-    basin = tuple("none" if not r else ("global" if gl else "local") for r, gl in zip(reached, glob))
-    return Result(x0=x_start, x=x, f=f, grad_norm=gn, steps=steps, status=status, lr=base_lr,
-                  evaluations=evaluations, nearest=idx, distance=dist, is_global=glob,
-                  basin=basin, trace=trace)
+    return run_jobs(objective, [x0], optimizer, [lr], max_steps=max_steps, grad_tol=grad_tol,
+                    step_tol=step_tol, value_tol=value_tol, diverge_above=diverge_above,
+                    schedule=schedule, line_search=line_search, basin_tol=basin_tol,
+                    trace_budget=trace_budget, path_budget=path_budget, callback=callback,
+                    batch_size=batch_size, sampling=sampling, batch_seed=batch_seed,
+                    eval_every=eval_every, evaluate=evaluate)[0]
 
 
 def _backtrack(f, x, fx, g, direction, t0, active, ls: Armijo):

@@ -44,8 +44,8 @@ def quick_help() -> Optional[str]:
         if not (isinstance(entry, dict) and len(entry) == 1):
             return None
         (group, option), = entry.items()
-        if option is None:
-            continue
+        if option is None or group.startswith("override hydra/"):
+            continue  # Hydra's own groups (the launcher) are not part of the app's config
         if not isinstance(option, str) or not group.isidentifier():
             return None  # override/optional keywords, packages, nested groups: Hydra's job
         path = CONF_DIR / group / f"{option}.yaml"

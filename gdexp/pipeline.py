@@ -415,6 +415,162 @@ def describe(name: str, objective, result: Result) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Job:
+    """One run prepared from its config (validated, named, its tracking ready), not yet descended."""
+
+    cfg: DictConfig
+    out_dir: Path
+    overrides: list
+    plan: config.Plan
+    name: str
+    resolved: dict
+    label: Optional[str] = None          # "job 2/4" for a sweep's job: its lines start with it
+    parent_run_id: Optional[str] = None
+    uri: Optional[str] = None            # None: tracking off
+    experiment_id: Optional[str] = None
+    chash: Optional[str] = None
+    tags: Optional[dict] = None          # the run's tags at creation
+    run_id: Optional[str] = None
+
+    @property
+    def client(self):
+        from . import tracking
+
+        return tracking.client(self.uri)
+
+    @property
+    def lead(self) -> str:
+        return f"{self.label}  " if self.label else ""
+
+
+def prepare(cfg: DictConfig, out_dir: Path, overrides: list[str],
+            parent_run_id: Optional[str] = None, extra_tags: Optional[dict] = None,
+            experiments: Optional[dict] = None, label: Optional[str] = None) -> Job:
+    """Validate the config and build what its run needs; raises ConfigError before any run exists.
+
+    ``experiments`` (a dict kept by the caller) remembers the experiment id per store and
+    name, so that a sweep looks each one up once, not once per job.
+    """
+    plan = config.build(cfg)
+    config.check_tracking(cfg)
+    resolved = config.resolved(cfg)
+    name = run_name(cfg, plan)
+    if extra_tags and "reproduced_from" in extra_tags:
+        name = reproduction_name(name, str(extra_tags["reproduced_from"]))
+    job = Job(cfg, Path(out_dir), list(overrides), plan, name, resolved, label, parent_run_id)
+    if not cfg.tracking.enabled:
+        return job
+    from . import tracking
+
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    key = (uri, cfg.tracking.experiment)
+    if experiments is not None and key in experiments:
+        experiment_id = experiments[key]
+    else:
+        tracking.check_uri(uri)
+        client = tracking.client(uri)
+        experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment, uri)
+        if not parent_run_id:  # a sweep's launcher does this once for all its jobs
+            tracking.reap_dead_runs(client, [experiment_id])
+        if experiments is not None:
+            experiments[key] = experiment_id
+    code = code_version()
+    chash = config_hash(resolved, code["code.commit"])
+    tags = {"objective": cfg.objective.name, "optimizer": cfg.optimizer.name,
+            "config_hash": chash, "mlflow.source.name": "gdexp", **code, **environment_tags(),
+            **processes.identity(), **(extra_tags or {})}
+    if parent_run_id:
+        tags[tracking.PARENT_TAG] = parent_run_id
+    job.uri, job.experiment_id, job.chash, job.tags = uri, experiment_id, chash, tags
+    return job
+
+
+def skip(job: Job, out=sys.stdout) -> Optional[Outcome]:
+    """With tracking.skip_finished, the outcome of a FINISHED run of the same config; else None."""
+    if job.uri is None or not job.cfg.tracking.skip_finished:
+        return None
+    from . import tracking
+
+    done = tracking.find_finished(job.client, job.experiment_id, job.chash)
+    if done is None:
+        return None
+    if job.parent_run_id:  # the sweep's results include it: its report lists it
+        tracking.log(job.client, job.parent_run_id,
+                     tags={f"{tracking.REUSED_TAG}.{done}": job.name})
+    print(f"{job.lead}{job.name}: skipped, run {done} with the same config and code is "
+          "FINISHED", file=out, flush=True)
+    return Outcome(None, done, job.experiment_id, job.uri, skipped=True)
+
+
+def start(job: Job) -> str:
+    """Create the job's run (RUNNING) in the store."""
+    run = job.client.create_run(job.experiment_id, run_name=job.name, tags=job.tags)
+    job.run_id = run.info.run_id
+    return job.run_id
+
+
+def log_params(job: Job) -> None:
+    from . import tracking
+
+    tracking.log(job.client, job.run_id, params=tracking.flatten(job.resolved))
+
+
+def finish(job: Job, result: Result, monitor=None, with_params: bool = False) -> Outcome:
+    """Everything after the descent: diagnostics, the run's files and, when tracked, the
+    artifacts and one batch of metrics and tags (and params, ``with_params``). Does not end
+    the run."""
+    cfg, plan = job.cfg, job.plan
+    diag = _diagnose(cfg, plan, result, monitor)
+    art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots)
+    if job.uri is None:
+        return Outcome(result)
+    from . import tracking
+
+    client = job.client
+    # artifacts first: the client looks the run up to find its artifact folder, and that
+    # look-up is cheaper before the run holds its metrics
+    tracking.log_artifacts(client, job.run_id, art)
+    stamp = int(time.time() * 1000)
+    cap = cfg.tracking.max_curve_points
+    scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)
+    if plan.objective.dataset is not None:
+        scalars.update(learning_metrics(plan.objective, result))
+        tags.update({f"dataset.{k}": str(v) for k, v in plan.objective.dataset.items()
+                     if k != "name"})
+        tracking.log_dataset(client, job.run_id, plan.objective.dataset)
+    if diag is not None:
+        scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
+                                 {**tags, **diag["tags"]})
+    metrics = tracking.scalar_metrics(scalars, stamp)
+    for key, (steps, values) in series.items():
+        metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
+    tracking.log(client, job.run_id, metrics=metrics, tags=tags,
+                 params=tracking.flatten(job.resolved) if with_params else None)
+    return Outcome(result, job.run_id, job.experiment_id, job.uri)
+
+
+def announce(job: Job, outcome: Outcome, out=sys.stdout) -> None:
+    """The result lines of a run: its outcome, and its run id (on the same line for a
+    sweep's job, whose sweep printed the link to its runs) or its links into the UI."""
+    text = describe(job.name, job.plan.objective, outcome.result)
+    if outcome.run_id is None:
+        print(job.lead + text, file=out, flush=True)
+        return
+    from . import tracking
+
+    uri, experiment_id, run_id = outcome.uri, outcome.experiment_id, outcome.run_id
+    if job.label:
+        first, *rest = text.split("\n")
+        print("\n".join([f"{job.lead}{first}  [run {run_id[:8]}]", *rest]), file=out,
+              flush=True)
+    else:
+        print(text, file=out)
+        print(f"run {run_id} in experiment {job.cfg.tracking.experiment!r} ({uri})", file=out)
+        print(f"  view: {tracking.ui_links(uri, experiment_id)}{tracking.ui_hint(uri)}\n"
+              f"  run:  {tracking.ui_links(uri, experiment_id, run_id)}", file=out, flush=True)
+
+
 def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
             extra_tags: Optional[dict] = None, out=sys.stdout, job: Optional[str] = None) -> Outcome:
     """Validate, descend, write and log one run. Config errors raise before any run exists.
@@ -443,80 +599,25 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
             raise tracking.StoreError(line) from None
 
 
-def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out, job) -> Outcome:
-    plan = config.build(cfg)
-    config.check_tracking(cfg)
-    resolved = config.resolved(cfg)
-    name = run_name(cfg, plan)
-    if extra_tags and "reproduced_from" in extra_tags:
-        name = reproduction_name(name, str(extra_tags["reproduced_from"]))
-    lead = f"{job}  " if job else ""
-    tracking_on = cfg.tracking.enabled
-    code = code_version()
-    if not tracking_on:
-        monitor = sharpness_monitor(plan)
-        result = _descend(plan, monitor)
-        diag = _diagnose(cfg, plan, result, monitor)
-        write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
-        print(lead + describe(name, plan.objective, result), file=out, flush=True)
-        return Outcome(result)
-
+def _execute(cfg, out_dir, overrides, parent_run_id, extra_tags, out, label) -> Outcome:
+    job = prepare(cfg, out_dir, overrides, parent_run_id, extra_tags, label=label)
+    if job.uri is None:
+        monitor = sharpness_monitor(job.plan)
+        outcome = finish(job, _descend(job.plan, monitor), monitor)
+        announce(job, outcome, out)
+        return outcome
+    skipped = skip(job, out)
+    if skipped is not None:
+        return skipped
     from . import tracking
 
-    uri = tracking.resolve_uri(cfg.tracking.uri)
-    tracking.check_uri(uri)
-    client = tracking.client(uri)
-    experiment_id = tracking.ensure_experiment(client, cfg.tracking.experiment, uri)
-    chash = config_hash(resolved, code["code.commit"])
-    tags = {"objective": cfg.objective.name, "optimizer": cfg.optimizer.name,
-            "config_hash": chash, "mlflow.source.name": "gdexp", **code, **environment_tags(),
-            **processes.identity(), **(extra_tags or {})}
-    if parent_run_id:
-        tags[tracking.PARENT_TAG] = parent_run_id
-    else:  # a sweep's launcher does this once for all its jobs
-        tracking.reap_dead_runs(client, [experiment_id])
-    if cfg.tracking.skip_finished:
-        done = tracking.find_finished(client, experiment_id, chash)
-        if done is not None:
-            if parent_run_id:  # the sweep's results include it: its report lists it
-                tracking.log(client, parent_run_id, tags={f"{tracking.REUSED_TAG}.{done}": name})
-            print(f"{lead}{name}: skipped, run {done} with the same config and code is "
-                  "FINISHED", file=out, flush=True)
-            return Outcome(None, done, experiment_id, uri, skipped=True)
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    with tracking.run_status(client, run_id):
-        tracking.log(client, run_id, params=tracking.flatten(resolved))
-        monitor = sharpness_monitor(plan)
-        result = _descend(plan, monitor)
-        diag = _diagnose(cfg, plan, result, monitor)
-        art = write_files(out_dir, cfg, overrides, plan, result, diag, cfg.tracking.plots)
-        stamp = int(time.time() * 1000)
-        cap = cfg.tracking.max_curve_points
-        scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)
-        if plan.objective.dataset is not None:
-            scalars.update(learning_metrics(plan.objective, result))
-            tags.update({f"dataset.{k}": str(v) for k, v in plan.objective.dataset.items()
-                         if k != "name"})
-            tracking.log_dataset(client, run_id, plan.objective.dataset)
-        if diag is not None:
-            scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
-                                     {**tags, **diag["tags"]})
-        metrics = tracking.scalar_metrics(scalars, stamp)
-        for key, (steps, values) in series.items():
-            metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
-        tracking.log(client, run_id, metrics=metrics, tags=tags)
-        tracking.log_artifacts(client, run_id, art)
-    text = describe(name, plan.objective, result)
-    if job:
-        first, *rest = text.split("\n")
-        print("\n".join([f"{lead}{first}  [run {run_id[:8]}]", *rest]), file=out, flush=True)
-    else:
-        print(text, file=out)
-        print(f"run {run_id} in experiment {cfg.tracking.experiment!r} ({uri})", file=out)
-        print(f"  view: {tracking.ui_links(uri, experiment_id)}{tracking.ui_hint(uri)}\n"
-              f"  run:  {tracking.ui_links(uri, experiment_id, run_id)}", file=out, flush=True)
-    return Outcome(result, run_id, experiment_id, uri)
+    start(job)
+    with tracking.run_status(job.client, job.run_id):
+        log_params(job)
+        monitor = sharpness_monitor(job.plan)
+        outcome = finish(job, _descend(job.plan, monitor), monitor)
+    announce(job, outcome, out)
+    return outcome
 
 
 def sharpness_monitor(plan: config.Plan):

@@ -128,7 +128,7 @@ def integrity(db: Path) -> list:
 
 
 def test_progress_counts_the_jobs_of_a_sweep(outputs):
-    proc = run_cli("run", "-m", "optimizer.lr=0.05,0.1", "seed=range(0,3)",
+    proc = run_cli("run", "-m", "hydra/launcher=basic", "optimizer.lr=0.05,0.1", "seed=range(0,3)",
                    "objective=glob([quadratic,booth])", "tracking=off", *CHEAP,
                    outputs=outputs, check=True)
     assert_progress(proc.stdout, 12)

@@ -1,0 +1,185 @@
+"""The batched launcher: the same runs as the basic launcher, the right groups, failures kept to their job."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from gdexp import batch, pipeline
+
+from .conftest import compose_config, run_cli, store_uri
+
+# two objectives × two rates × two seeds of uniform starts (one rate diverges on Rosenbrock)
+MIXED = ("objective=quadratic,rosenbrock", "optimizer.lr=0.0019,0.01", "seed=0,1",
+         "init=uniform", "init.n_starts=2", "init.low=[-1.5,-0.5]", "init.high=[1.5,1.5]",
+         "stop.max_steps=400", "tracking.plots=false")
+# tags that name the run itself, its parent or when it ran
+OWN_TAGS = {"mlflow.parentRunId", "mlflow.runName"}
+
+
+def _runs(outputs: Path):
+    client = MlflowClient(store_uri(outputs))
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, max_results=1000)
+    children = [r for r in runs if r.data.tags.get("gdexp.sweep") != "true"]
+    return client, children
+
+
+def _content(client, run, tmp: Path) -> dict:
+    """Everything a run holds except ids and times: params, tags, metric histories, artifacts."""
+    run_id = run.info.run_id
+    metrics = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)]
+               for k in run.data.metrics}
+    dst = tmp / run_id
+    dst.mkdir()
+    local = Path(client.download_artifacts(run_id, "", str(dst)))
+    artifacts = {}
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            name = path.relative_to(local).as_posix()
+            if name.endswith(".npz"):
+                with np.load(path) as z:
+                    artifacts[name] = {k: z[k].tobytes() + str(z[k].shape).encode()
+                                       for k in z.files}
+            else:
+                artifacts[name] = path.read_bytes()
+    tags = {k: v for k, v in run.data.tags.items() if k not in OWN_TAGS}
+    return {"params": run.data.params, "tags": tags, "metrics": metrics,
+            "artifacts": artifacts, "status": run.info.status, "name": run.info.run_name}
+
+
+def _job_files(outputs: Path) -> dict:
+    """Per job folder, its .hydra files (minus what names the folder and the launcher)."""
+    out = {}
+    for hydra_dir in sorted(outputs.glob("sweeps/*/*/*/.hydra")):
+        config = (hydra_dir / "config.yaml").read_text()
+        overrides = (hydra_dir / "overrides.yaml").read_text()
+        h = yaml.safe_load((hydra_dir / "hydra.yaml").read_text())["hydra"]
+        for key in ("launcher", "sweep"):
+            h.pop(key)
+        h["runtime"].pop("output_dir")
+        h["runtime"]["choices"].pop("hydra/launcher")
+        h["overrides"]["hydra"] = [o for o in h["overrides"]["hydra"]
+                                   if not o.startswith("hydra/launcher")]
+        out[overrides] = (config, h)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """The same mixed sweep through the batched (default) and the basic launcher."""
+    root = tmp_path_factory.mktemp("sweeps")
+    procs = {}
+    for name, extra in (("batched", ()), ("basic", ("hydra/launcher=basic",))):
+        outputs = root / name
+        env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
+        procs[name] = (outputs, subprocess.Popen(
+            [sys.executable, "-m", "gdexp", "run", "-m", *extra, *MIXED], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = {}
+    for name, (outputs, proc) in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        done[name] = (outputs, stdout)
+    return done
+
+
+def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
+    contents = {}
+    for name, (outputs, _) in sweeps.items():
+        client, runs = _runs(outputs)
+        assert len(runs) == 8
+        (tmp_path / name).mkdir()
+        contents[name] = {r.info.run_name: _content(client, r, tmp_path / name) for r in runs}
+    batched, basic = contents["batched"], contents["basic"]
+    assert sorted(batched) == sorted(basic)
+    statuses = set()
+    for name in basic:
+        a, b = batched[name], basic[name]
+        for part in ("params", "tags", "metrics", "artifacts", "status"):
+            assert a[part] == b[part], (name, part)
+        statuses.add(b["tags"]["status"])
+        assert {"trace.npz", "starts.csv", "config.yaml", "diagnostics.npz"} <= set(a["artifacts"])
+    assert {"diverged", "max_steps"} <= statuses  # the group kept going past a diverged job
+
+
+def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
+    files = {name: _job_files(outputs) for name, (outputs, _) in sweeps.items()}
+    assert len(files["basic"]) == 8
+    assert files["batched"] == files["basic"]
+
+
+def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
+    _, stdout = sweeps["batched"]
+    assert re.findall(r"^group (\d)/(\d): (\d+) jobs", stdout, re.M) == [
+        ("1", "2", "4"), ("2", "2", "4")]
+    # one compact line per job, no per-job "job k/N" lines
+    assert len(re.findall(r"\[run [0-9a-f]{32}\]$", stdout, re.M)) == 8
+    assert not re.search(r"^job \d+/", stdout, re.M)
+
+
+def test_groups_are_what_cannot_vary_inside_one_descent():
+    def job(*overrides):
+        cfg = compose_config(*overrides, "tracking=off")
+        return pipeline.prepare(cfg, Path("/nonexistent"), list(overrides))
+
+    jobs = [job("objective=rosenbrock", "optimizer.lr=0.001", "seed=3"),
+            job("objective=quadratic", "optimizer.lr=0.1"),
+            job("objective=rosenbrock", "optimizer.lr=0.002", "init=uniform",
+                "init.n_starts=5", "basin_tol=0.1", "diagnostics.enabled=false"),
+            job("objective=rosenbrock", "objective.b=10"),             # another function
+            job("objective=rosenbrock", "optimizer=momentum"),         # another update rule
+            job("objective=rosenbrock", "optimizer=momentum", "optimizer.lr=0.01"),
+            job("objective=rosenbrock", "optimizer=momentum", "optimizer.momentum=0.5"),
+            job("objective=rosenbrock", "stop.max_steps=10"),          # other stop rules
+            job("objective=rosenbrock", "schedule=cosine", "schedule.decay_steps=100"),
+            job("objective=rosenbrock", "line_search=armijo"),
+            job("objective=rosenbrock", "optimizer.lr=[0.001,0.002]")]
+    assert batch.form_groups(jobs) == [[0, 2, 10], [1], [3], [4, 5], [6], [7], [8], [9]]
+    # the per-group bounds: a job cap and a memory cap
+    assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [10], [1], [3], [4, 5], [6], [7],
+                                                  [8], [9]]
+    one = batch.recorded_bytes(jobs[0].plan)
+    assert batch.form_groups(jobs[:1] * 5, max_bytes=2 * one) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_bad_value_fails_only_its_own_job(outputs):
+    proc = run_cli("run", "-m", "optimizer.lr=0.1,-1,0.05", "stop.max_steps=100",
+                   "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 2
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("gdexp: error:")]
+    assert errors == ["gdexp: error: optimizer.lr: expected a number > 0, got -1"]
+    _, runs = _runs(outputs)
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.05", "0.1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len(re.findall(r"\[run [0-9a-f]{32}\]$", proc.stdout, re.M)) == 2
+
+
+def test_ctrl_c_marks_every_unfinished_run_of_the_group_killed(outputs):
+    env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdexp", "run", "-m", "optimizer.lr=0.01,0.02,0.03",
+         "stop.max_steps=100000000", "stop.grad_tol=0", "tracking.plots=false"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("group 1/1: 3 jobs"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    client = MlflowClient(store_uri(outputs))
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if r.data.tags.get("gdexp.sweep") != "true"]
+    parents = [r for r in runs if r not in children]
+    assert len(children) == 3 and {r.info.status for r in children} == {"KILLED"}
+    assert [p.info.status for p in parents] == ["KILLED"]

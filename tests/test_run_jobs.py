@@ -1,0 +1,92 @@
+"""Several jobs in one descent: each job's Result equals its lone run, field for field, bit for bit."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gdexp.descent import Armijo, Result, Trace, run, run_jobs
+from gdexp.objectives import OBJECTIVES
+from gdexp.optimizers import OPTIMIZERS
+from gdexp.schedules import SCHEDULES
+
+
+def assert_same(a: Result, b: Result) -> None:
+    for field in dataclasses.fields(Result):
+        va, vb = getattr(a, field.name), getattr(b, field.name)
+        if isinstance(va, Trace):
+            for tf in dataclasses.fields(Trace):
+                ta, tb = getattr(va, tf.name), getattr(vb, tf.name)
+                assert ta.shape == tb.shape, (tf.name, ta.shape, tb.shape)
+                assert np.array_equal(ta, tb, equal_nan=True), tf.name
+        elif isinstance(va, np.ndarray):
+            assert va.shape == vb.shape, field.name
+            assert np.array_equal(va, vb, equal_nan=True), field.name
+        else:
+            assert va == vb, field.name
+
+
+def lone_and_batched(objective, jobs, optimizer, **kw):
+    x0s, lrs = [j[0] for j in jobs], [j[1] for j in jobs]
+    together = run_jobs(objective, x0s, optimizer, lrs, **kw)
+    alone = []
+    for j, (x0, lr) in enumerate(jobs):
+        own = {k: (v[j] if isinstance(v, list) else v) for k, v in kw.items()}
+        alone.append(run(objective, x0, optimizer, lr, **own))
+    return together, alone
+
+
+def test_rosenbrock_lr_sweep_with_early_stops_divergence_and_thinning():
+    rosen = OBJECTIVES["rosenbrock"]()
+    far, near = np.array([-1.2, 1.0]), np.array([1.1, 1.2])
+    # rates that converge early, hit the budget, and diverge (at different steps)
+    jobs = [(near, 1e-3), (far, 1e-4), (near, 1.9e-3), (far, 1.9e-3), (near, 4e-4),
+            (far, 0.01), (near, 0.05)]
+    # a small trace budget makes the recorders thin while some jobs have stopped and others run
+    together, alone = lone_and_batched(rosen, jobs, OPTIMIZERS["gd"](), max_steps=3000,
+                                       grad_tol=1e-3, diverge_above=1e6, trace_budget=300,
+                                       path_budget=500)
+    outcomes = {r.status[0].outcome for r in alone}
+    assert outcomes == {"converged", "max_steps", "diverged"}, outcomes
+    assert len({int(r.steps[0]) for r in alone}) >= 4  # the jobs stop at different steps
+    assert any(not r.trace.full_resolution for r in alone)  # thinning happened
+    for a, b in zip(together, alone):
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize("opt", ["momentum", "adam", "rmsprop", "nesterov", "adagrad"])
+def test_multi_start_jobs_of_different_sizes_with_a_schedule(opt):
+    obj = OBJECTIVES["himmelblau"]()
+    rng = np.random.default_rng(1)
+    # jobs of 1, 3 and 5 starts: three recorder capacities; one job with a learning-rate axis
+    jobs = [(rng.uniform(-4, 4, (2, 1)), 0.01), (rng.uniform(-4, 4, (2, 3)), 0.003),
+            (rng.uniform(-4, 4, (2, 5)), np.array([0.001, 0.002, 0.004, 0.008, 0.3])),
+            (rng.uniform(-4, 4, (2, 3)), 0.02)]
+    together, alone = lone_and_batched(
+        obj, jobs, OPTIMIZERS[opt](), max_steps=800, grad_tol=1e-5, step_tol=1e-9,
+        schedule=SCHEDULES["cosine"](decay_steps=500), trace_budget=[400, 300, 1000, 50],
+        path_budget=[80, 2000, 300, 40], basin_tol=[1e-2, 1e-3, 1e-2, 0.5])
+    for a, b in zip(together, alone):
+        assert_same(a, b)
+
+
+def test_line_search_and_value_tol_on_a_rotated_quadratic():
+    obj = OBJECTIVES["quadratic"](dim=6, eigenvalues=[1, 2, 5, 10, 30, 100], rotate=True)
+    rng = np.random.default_rng(7)
+    jobs = [(rng.normal(size=(6, m)), lr) for m, lr in ((1, 0.5), (4, 0.02), (2, 1.0), (1, 0.01))]
+    together, alone = lone_and_batched(obj, jobs, OPTIMIZERS["gd"](), max_steps=400,
+                                       value_tol=1e-10, line_search=Armijo(max_iter=20))
+    for a, b in zip(together, alone):
+        assert_same(a, b)
+    assert len({int(r.steps.max()) for r in alone}) > 1
+
+
+def test_a_job_that_stops_at_step_zero():
+    obj = OBJECTIVES["quadratic"]()
+    jobs = [(np.zeros(2), 0.1), (np.array([1.0, 1.0]), 0.1)]
+    together, alone = lone_and_batched(obj, jobs, OPTIMIZERS["gd"](), max_steps=50,
+                                       grad_tol=1e-8)
+    assert alone[0].steps[0] == 0 and alone[0].trace.steps.tolist() == [0]
+    for a, b in zip(together, alone):
+        assert_same(a, b)
