@@ -171,6 +171,10 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                 except Exception as e:  # noqa: BLE001 - one job's failure is that job's
                     outcomes[i] = e
                     if context is not None:
+                        try:  # a failed run still says what it was (finish logs params last)
+                            pipeline.log_params(job)
+                        except Exception:  # noqa: BLE001 - the store may be what failed
+                            pass
                         del status[i]
                         context.__exit__(type(e), e, e.__traceback__)
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -63,8 +63,14 @@ def _div(a, b):
 
 def objective_lr(*, _root_: DictConfig) -> float:
     """``${objective_lr:}``: the configured objective's own plain-GD rate (Objective.lr),
-    so that every objective's defaults give a run that does not blow up."""
-    return build_objective(_root_).lr
+    so that every objective's defaults give a run that does not blow up.
+
+    An objective that cannot be built has no rate: then its own one-line error is what the
+    user must see, raised where the run builds it, not OmegaConf's wrapping of it here."""
+    try:
+        return build_objective(_root_).lr
+    except ConfigError:
+        return Objective.lr
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from gdexp import batch, pipeline
+from gdexp import batch, pipeline, processes
 
 from .conftest import compose_config, run_cli, store_uri
 
@@ -23,7 +23,9 @@ MIXED = ("objective=quadratic,rosenbrock", "optimizer.lr=0.0019,0.01", "seed=0,1
          "init=uniform", "init.n_starts=2", "init.low=[-1.5,-0.5]", "init.high=[1.5,1.5]",
          "stop.max_steps=400", "tracking.plots=false")
 # tags that name the run itself, its parent or when it ran
-OWN_TAGS = {"mlflow.parentRunId", "mlflow.runName"}
+# what differs between any two runs: ids, and the process that ran them and when
+OWN_TAGS = {"mlflow.parentRunId", "mlflow.runName", processes.PID_TAG, processes.START_TAG,
+            processes.HEARTBEAT_TAG}
 
 
 def _runs(outputs: Path):
@@ -123,8 +125,9 @@ def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
     assert re.findall(r"^group (\d)/(\d): (\d+) jobs", stdout, re.M) == [
         ("1", "2", "4"), ("2", "2", "4")]
     # one compact line per job, no per-job "job k/N" lines
-    assert len(re.findall(r"\[run [0-9a-f]{32}\]$", stdout, re.M)) == 8
-    assert not re.search(r"^job \d+/", stdout, re.M)
+    lines = re.findall(r"^job (\d+)/8  .*\[run [0-9a-f]{8}\]$", stdout, re.M)
+    assert sorted(int(k) for k in lines) == list(range(1, 9))
+    assert len(re.findall(r"^job \d+/", stdout, re.M)) == 8
 
 
 def test_groups_are_what_cannot_vary_inside_one_descent():
@@ -143,8 +146,15 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "stop.max_steps=10"),          # other stop rules
             job("objective=rosenbrock", "schedule=cosine", "schedule.decay_steps=100"),
             job("objective=rosenbrock", "line_search=armijo"),
-            job("objective=rosenbrock", "optimizer.lr=[0.001,0.002]")]
-    assert batch.form_groups(jobs) == [[0, 2, 10], [1], [3], [4, 5], [6], [7], [8], [9]]
+            job("objective=rosenbrock", "optimizer.lr=[0.001,0.002]"),
+            # descend alone: a sharpness curve, mini-batches
+            job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
+            job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32")]
+    assert batch.form_groups(jobs) == [[0, 2, 10], [1], [3], [4, 5], [6], [7], [8], [9],
+                                       [11], [12], [13], [14]]
+    jobs = jobs[:11]
     # the per-group bounds: a job cap and a memory cap
     assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [10], [1], [3], [4, 5], [6], [7],
                                                   [8], [9]]
@@ -152,16 +162,28 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
     assert batch.form_groups(jobs[:1] * 5, max_bytes=2 * one) == [[0, 1], [2, 3], [4]]
 
 
-def test_a_bad_value_fails_only_its_own_job(outputs):
-    proc = run_cli("run", "-m", "optimizer.lr=0.1,-1,0.05", "stop.max_steps=100",
-                   "tracking.plots=false", outputs=outputs)
-    assert proc.returncode == 2
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("gdexp: error:")]
-    assert errors == ["gdexp: error: optimizer.lr: expected a number > 0, got -1"]
+def test_a_failing_job_fails_only_itself(outputs, monkeypatch):
+    def job(lr):
+        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100", "tracking.plots=false",
+                             f"tracking.uri={store_uri(outputs)}")
+        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+
+    jobs = [job(0.1), job(0.2), job(0.05)]
+    assert batch.form_groups(jobs) == [[0, 1, 2]]
+    write_files = pipeline.write_files
+
+    def broken(out_dir, *args, **kw):  # the second job's files cannot be written
+        if out_dir.name == "job-0.2":
+            raise OSError(28, "No space left on device", str(out_dir))
+        return write_files(out_dir, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "write_files", broken)
+    outcomes = batch.run_group(jobs)
+    assert isinstance(outcomes[1], OSError)
+    assert all(isinstance(o, pipeline.Outcome) for o in (outcomes[0], outcomes[2]))
     _, runs = _runs(outputs)
-    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.05", "0.1"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert len(re.findall(r"\[run [0-9a-f]{32}\]$", proc.stdout, re.M)) == 2
+    status = {r.data.params["optimizer.lr"]: r.info.status for r in runs}
+    assert status == {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
 
 
 def test_ctrl_c_marks_every_unfinished_run_of_the_group_killed(outputs):

@@ -292,8 +292,9 @@ BAD = [
     (["objective=logistic", "data=moons", "objective.l2=0"],
      r"^objective\.l2: expected a number > 0, got 0$"),
     (["objective=mlp", "data=moons", "+data.degree=3"],
-     r"^data\.degree: unknown parameter of data 'moons'; allowed: n_samples, noise, "
-     r"standardize, test_fraction, seed$"),
+     r"^data\.degree: unknown key; it is a key of data chebyshev \(allowed in data 'moons': "
+     r"batch_size, eval_every, n_samples, name, noise, sampling, seed, standardize, "
+     r"test_fraction\)$"),
     (["init=model"], r"^init\.name: expected fixed, grid, normal or uniform for objective "
                      r"'quadratic' \(model is for learning objectives\), got 'model'$"),
 ]

@@ -18,8 +18,17 @@ def assert_same(a: Result, b: Result) -> None:
         if isinstance(va, Trace):
             for tf in dataclasses.fields(Trace):
                 ta, tb = getattr(va, tf.name), getattr(vb, tf.name)
-                assert ta.shape == tb.shape, (tf.name, ta.shape, tb.shape)
-                assert np.array_equal(ta, tb, equal_nan=True), tf.name
+                if isinstance(ta, dict):
+                    assert ta.keys() == tb.keys(), tf.name
+                    pairs = [(ta[k], tb[k]) for k in ta]
+                elif ta is None:
+                    assert tb is None, tf.name
+                    pairs = []
+                else:
+                    pairs = [(ta, tb)]
+                for x, y in pairs:
+                    assert x.shape == y.shape, (tf.name, x.shape, y.shape)
+                    assert np.array_equal(x, y, equal_nan=True), tf.name
         elif isinstance(va, np.ndarray):
             assert va.shape == vb.shape, field.name
             assert np.array_equal(va, vb, equal_nan=True), field.name
