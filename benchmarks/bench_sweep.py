@@ -1,4 +1,7 @@
-"""P5 and P6: a whole `gdexp run -m` sweep against its bare descents, and joblib against basic."""
+"""P5, P6, P8, P9: whole `gdexp run -m` sweeps against their bare descents and each other.
+
+P5/P6 measure the per-job launchers (basic; joblib against basic), P8/P9 the batched launcher
+(the default of `gdexp run -m`) against the bare descents and against the basic launcher."""
 from __future__ import annotations
 
 import os
@@ -83,25 +86,35 @@ def bare_descents(jobs: int, steps: int):
 
 
 def p5_p6_sweeps(tmp: Path, jobs: int, steps: int, rounds: int) -> list[dict]:
-    say(f"P5/P6: {jobs}-job sweeps of {steps}-step runs (basic, joblib n_jobs=2) and the bare "
-        f"descents, {rounds} rounds")
-    basic = Sweep(tmp, jobs, steps, [], "basic")
+    say(f"P5/P6/P8/P9: {jobs}-job sweeps of {steps}-step runs (basic, joblib n_jobs=2, "
+        f"batched) and the bare descents, {rounds} rounds")
+    basic = Sweep(tmp, jobs, steps, ["hydra/launcher=basic"], "basic")
     joblib = Sweep(tmp, jobs, steps, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
                    "joblib")
+    batched = Sweep(tmp, jobs, steps, ["hydra/launcher=batched"], "batched")
     bare = bare_descents(jobs, steps)
-    samples = interleave({"basic": basic, "joblib": joblib, "bare": bare}, rounds, "P5/P6")
+    samples = interleave({"basic": basic, "joblib": joblib, "batched": batched, "bare": bare},
+                         rounds, "P5/P6/P8/P9")
     p5 = paired_ratio(samples["basic"], samples["bare"])
     p6 = paired_ratio(samples["basic"], samples["joblib"])
+    p8 = paired_ratio(samples["batched"], samples["bare"])
+    p9 = paired_ratio(samples["batched"], samples["basic"])
     seconds = {k: summary(v) for k, v in samples.items()}
     common = {"jobs": jobs, "steps": steps, "rounds": rounds, "clock": "wall",
               "tracking": "on (sqlite, store created beforehand)", "plots": False,
               "diagnostics": False, "seconds": seconds,
-              "sweep_cpu_seconds": {"basic": summary(basic.cpu), "joblib": summary(joblib.cpu)},
+              "sweep_cpu_seconds": {"basic": summary(basic.cpu), "joblib": summary(joblib.cpu),
+                                    "batched": summary(batched.cpu)},
               "per_job_seconds": {"basic": seconds["basic"]["median"] / jobs,
+                                  "batched": seconds["batched"]["median"] / jobs,
                                   "bare": seconds["bare"]["median"] / jobs}}
     return [
         goal("P5", f"{jobs}-job sweep wall time (basic launcher) / sum of bare descents",
              p5["ratio"], 2.0, "<=", details={**common, **p5}),
         goal("P6", "joblib n_jobs=2 speed-up over the basic launcher", p6["ratio"], 1.6, ">=",
              details={**common, **p6}),
+        goal("P8", f"{jobs}-job sweep wall time (batched launcher) / sum of bare descents",
+             p8["ratio"], 0.3, "<=", details={**common, **p8}),
+        goal("P9", f"{jobs}-job sweep wall time, batched launcher / basic launcher",
+             p9["ratio"], 0.2, "<=", details={**common, **p9}),
     ]

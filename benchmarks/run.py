@@ -26,7 +26,7 @@ SIZES = {
     "P5": ({"jobs": 100, "steps": 1000, "rounds": 3}, {"jobs": 10, "steps": 1000, "rounds": 2}),
     "P7": ({"rounds": 10}, {"rounds": 5}),
 }
-GOALS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+GOALS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
 
 
 def parse_args(argv=None):
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=HERE / "results.json",
                         help="where to write the JSON results (default: benchmarks/results.json)")
     parser.add_argument("--only", default=",".join(GOALS),
-                        help="comma-separated goals to measure, e.g. P1,P3 (P5 and P6 share "
+                        help="comma-separated goals to measure, e.g. P1,P3 (P5, P6, P8 and P9 share "
                              "one set of sweeps)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder with the stores and sweep outputs")
@@ -95,7 +95,7 @@ def benchmarks(tmp: Path, quick: bool):
         (("P2",), lambda: [bench_core.p2_batching(**size["P2"])]),
         (("P3",), lambda: [bench_tracking.p3_tracking_vs_naive(tmp, **size["P3"])]),
         (("P4",), lambda: [bench_tracking.p4_tracking_growth(tmp, **size["P4"])]),
-        (("P5", "P6"), lambda: bench_sweep.p5_p6_sweeps(tmp, **size["P5"])),
+        (("P5", "P6", "P8", "P9"), lambda: bench_sweep.p5_p6_sweeps(tmp, **size["P5"])),
     ]
 
 
