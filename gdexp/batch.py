@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Sequence, Union
 
-from . import descent, pipeline
+from . import descent, pipeline, processes
 from .pipeline import Job, Outcome
 
 # Top-level keys a job of a group may set on its own: the starts (seed, init), what happens
@@ -84,6 +84,7 @@ class GroupProgress:
     def __call__(self, k, x, f, grad_norm, active):
         if k & 1023:
             return
+        processes.check()
         now = time.perf_counter()
         if now - self.last < self.every:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import json
 import math
 import os
 import re
@@ -66,11 +67,24 @@ def objective_lr(*, _root_: DictConfig) -> float:
     so that every objective's defaults give a run that does not blow up.
 
     An objective that cannot be built has no rate: then its own one-line error is what the
-    user must see, raised where the run builds it, not OmegaConf's wrapping of it here."""
-    try:
-        return build_objective(_root_).lr
-    except ConfigError:
-        return Objective.lr
+    user must see, raised where the run builds it, not OmegaConf's wrapping of it here.
+    Interpolations resolve on every access, so each objective config is built once here
+    and its rate remembered."""
+    objective = _root_.get("objective")
+    data = _root_.get("data")
+    key = json.dumps([OmegaConf.to_container(node, resolve=True) if node is not None else None
+                      for node in (objective, data)], sort_keys=True, default=str)
+    if key not in _RATES:
+        try:
+            _RATES[key] = build_objective(_root_).lr
+        except ConfigError:
+            return Objective.lr
+        if len(_RATES) > 256:
+            _RATES.pop(next(iter(_RATES)))
+    return _RATES[key]
+
+
+_RATES: dict = {}
 
 
 @dataclass(frozen=True)
@@ -294,8 +308,12 @@ def check_keys(cfg) -> None:
 
 def _params(cfg: DictConfig, group: str, factory: Callable, skip=("name",)) -> dict:
     """The group's keys minus ``skip``, checked against the factory's keyword parameters."""
-    params = {k: v for k, v in OmegaConf.to_container(cfg[group], resolve=True).items()
-              if k not in skip}
+    node = cfg[group]
+    params = {}
+    for k in node.keys():  # key by key: a skipped key is not resolved (see _count_starts)
+        if k not in skip:
+            v = node[k]
+            params[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
     sig = inspect.signature(factory)
     allowed = [p for p in sig.parameters if p not in ("objective", "n_starts", "rng", "data")]
     for key in params:
@@ -473,7 +491,9 @@ def _count_starts(cfg) -> tuple[int, str]:
         n, key = number(cfg, "init.k", minimum=1, integer=True), "init.k"
     else:
         n, key = number(cfg, "init.n_starts", minimum=1, integer=True), "init.n_starts"
-    lr = cfg.optimizer.get("lr")
+    # the node, not its value: plain GD's default rate is the objective's own, and resolving
+    # it would build the objective this estimate must size first
+    lr = cfg.optimizer._get_node("lr")
     rates = len(lr) if OmegaConf.is_list(lr) else 1
     return n, key, rates
 

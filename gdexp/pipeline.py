@@ -331,6 +331,7 @@ class Progress:
     def __call__(self, k, x, f, grad_norm, active):
         if k & 1023:
             return
+        processes.check()
         now = time.perf_counter()
         if now - self.last < self.every:
             return

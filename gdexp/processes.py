@@ -5,6 +5,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,11 +41,35 @@ def exit_status(error: BaseException) -> int:
     return 128 + int(getattr(error, "signum", signal.SIGINT))
 
 
+# The signal that interrupted this process, once one has. Python runs a signal handler
+# wherever the main thread is, which may be a finalizer or a weakref callback: there the
+# exception it raises is swallowed ("Exception ignored in ..."). The signal is then still
+# pending, and the next check() raises it again.
+_pending: list = []
+
+
 def _on_signal(signum, frame):
     # Workers hear it before this process unwinds, so they can end their own runs KILLED
     # while the launcher waits for them (stop_descendants).
+    _pending.append(int(signum))
     signal_all(descendants(), signal.SIGTERM)
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise the interruption again if a signal arrived and its exception was swallowed (a
+    long loop calls this now and then: the descent's progress line does)."""
+    if _pending:
+        raise Interrupted(_pending[-1])
+
+
+def _unraisable(hook):
+    def quiet(unraisable):
+        if isinstance(unraisable.exc_value, Interrupted):
+            return  # swallowed where it was raised: check() raises it again, once
+        hook(unraisable)
+    quiet.gdexp = True
+    return quiet
 
 
 def install() -> None:
@@ -54,6 +79,8 @@ def install() -> None:
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    if not getattr(sys.unraisablehook, "gdexp", False):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
 def installed() -> bool:

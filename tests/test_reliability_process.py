@@ -114,8 +114,15 @@ def test_ctrl_c_on_a_single_run(outputs):
 
 
 def test_sigterm_on_a_basic_sweep_ends_it_killed(outputs):
-    launched = Launched(outputs, "-m", RATES, *FOREVER)
+    launched = Launched(outputs, "-m", "hydra/launcher=basic", RATES, *FOREVER)
     interrupt_and_check(outputs, launched, 1, signal.SIGTERM, group=False, sweep=True)
+
+
+def test_sigterm_on_a_batched_sweep_ends_its_whole_group_killed(outputs):
+    # the default launcher opens every run of a group before the one descent
+    launched = Launched(outputs, "-m", RATES, *FOREVER)
+    interrupt_and_check(outputs, launched, len(RATES.split(",")), signal.SIGTERM, group=False,
+                        sweep=True)
 
 
 @pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
@@ -185,7 +192,7 @@ def test_heartbeat_is_refreshed_while_a_run_is_open(monkeypatch):
 
 def test_a_sweep_folder_in_use_by_a_live_sweep_is_refused(outputs, tmp_path):
     folder = tmp_path / "same"
-    first = Launched(outputs, "-m", "optimizer.lr=1e-9,2e-9", *FOREVER,
+    first = Launched(outputs, "-m", "hydra/launcher=basic", "optimizer.lr=1e-9,2e-9", *FOREVER,
                      f"hydra.sweep.dir={folder}")
     try:
         first.wait_running(1)

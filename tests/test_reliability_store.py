@@ -55,7 +55,7 @@ def test_parallel_first_use_of_a_new_store_stores_every_run(outputs, tmp_path):
         results = [p.communicate(timeout=300) for p in procs]
         for p, (out, err) in zip(procs, results):
             assert p.returncode == 0, err
-        assert runs_in(db) == [(f"quadratic-gd-lr0.01-s{s}", "FINISHED") for s in range(1, 5)]
+        assert runs_in(db) == [(f"quadratic-gd-lr0.1-s{s}", "FINISHED") for s in range(1, 5)]
         with contextlib.closing(sqlite3.connect(db)) as c:
             tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master")]
             assert not [t for t in tables if t.startswith("_alembic_tmp_")]
@@ -78,7 +78,7 @@ def test_a_half_migrated_store_gets_a_recovery_line_and_the_advice_works(outputs
         proc = run_cli(*command, outputs=outputs, timeout=60)
         line = assert_one_line_error(proc, "half-migrated", "_alembic_tmp_tags", "1 runs",
                                      "DROP TABLE _alembic_tmp_tags", "mlflow db upgrade")
-    assert runs_in(db) == [("quadratic-gd-lr0.01-s0", "FINISHED")]  # nothing added or lost
+    assert runs_in(db) == [("quadratic-gd-lr0.1-s0", "FINISHED")]  # nothing added or lost
     # follow the advice
     with contextlib.closing(sqlite3.connect(db)) as c:
         c.execute("DROP TABLE _alembic_tmp_tags")
@@ -201,7 +201,7 @@ def test_full_outputs_folder_fails_the_run_with_one_line(tmp_path):
                        "init.n_starts=3000", "tracking.plots=false", outputs=outputs)
         assert_one_line_error(proc, "cannot write", str(outputs / "runs"), "/artifacts",
                               "No space left on device")
-        assert runs_in(db) == [("quadratic-gd-lr0.01-s0-n3000", "FAILED")]
+        assert runs_in(db) == [("quadratic-gd-lr0.1-s0-n3000", "FAILED")]
         job = next((outputs / "runs").glob("*/*"))
         assert not (job / "artifacts").exists() and not (job / "artifacts.partial").exists()
         # completely full: Hydra cannot even write the job folder
@@ -222,7 +222,7 @@ def test_full_store_disk_is_one_line_and_leaves_the_store_intact(tmp_path):
         assert_one_line_error(proc, "tracking.uri:", str(db), "database or disk is full")
         with contextlib.closing(sqlite3.connect(db)) as c:
             assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert runs_in(db) == [("quadratic-gd-lr0.01-s0", "FINISHED")]
+        assert runs_in(db) == [("quadratic-gd-lr0.1-s0", "FINISHED")]
 
 
 def test_a_new_store_on_a_full_disk_leaves_no_half_made_db(tmp_path):
@@ -247,7 +247,7 @@ def test_read_only_outputs_and_store_are_one_line(tmp_path):
         proc = run_cli("run", f"tracking.uri={sqlite_uri(db)}", *QUICK,
                        outputs=tmp_path / "out")
         assert_one_line_error(proc, "tracking.uri:", str(db), "readonly database")
-        assert runs_in(db) == [("quadratic-gd-lr0.01-s0", "FINISHED")]
+        assert runs_in(db) == [("quadratic-gd-lr0.1-s0", "FINISHED")]
         # a read-only store can still be browsed
         report = run_cli("report", "--uri", sqlite_uri(db), "gdexp", outputs=tmp_path / "out")
         assert report.returncode == 0, report.stderr

@@ -98,7 +98,7 @@ def originals(tmp_path_factory, empty_store) -> dict:
     out = {}
     for name, (code, stdout, stderr) in _finish(procs).items():
         assert code == 0, f"{name}: gdexp run failed\n{stdout}\n{stderr}"
-        ids = RUN_ID.findall(stdout)
+        ids = _sweep_runs(root / name) if name == "damaged" else RUN_ID.findall(stdout)
         assert len(ids) == (3 if name == "damaged" else 1), stdout
         jobs = sorted((root / name).glob("runs/*/*"))
         case = {"outputs": root / name, "run_id": ids[0], "job": jobs[0] if jobs else None}
@@ -109,6 +109,16 @@ def originals(tmp_path_factory, empty_store) -> dict:
             out[name] = case
     out["path_store"] = root / "path_store"
     return out
+
+
+def _sweep_runs(outputs: Path) -> list[str]:
+    """A sweep's job runs, in the order of their seeds (a sweep prints short ids only)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = [r for r in client.search_runs(ids) if "mlflow.parentRunId" in r.data.tags]
+    return [r.info.run_id for r in sorted(runs, key=lambda r: int(r.data.params["seed"]))]
 
 
 def _tamper_config(outputs: Path, run_id: str) -> None:
