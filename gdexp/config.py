@@ -328,6 +328,11 @@ def _call(group: str, name: str, factory: Callable, **kwargs):
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{group} {name!r}: {e}") from None
+    except (ArithmeticError, RuntimeError) as e:  # e.g. its minima cannot be resolved
+        given = ", ".join(f"{k}={_fmt(v)}" for k, v in kwargs.items()
+                          if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+        raise ConfigError(f"{group} {name!r}: cannot be built with {given or 'these values'} "
+                          f"({e})") from None
 
 
 def _vector(cfg: DictConfig, key: str, dim: Optional[int] = None) -> Optional[np.ndarray]:

@@ -42,6 +42,9 @@ def test_a_run_too_big_is_refused_before_anything_is_allocated():
     (["unknown_key=1"], "gdexp: error: unknown_key: unknown key "),
     (["optimizer.lr=[1,2"], "gdexp: error: optimizer.lr=[1,2: expected an override KEY=VALUE"),
     (["-m", "optimizer=adamw,gd", "tracking=off"], "gdexp: error: optimizer: expected one of "),
+    # out of the range an objective's parameter means anything in float64
+    (["objective=rosenbrock", "objective.b=1e308"],
+     "gdexp: error: objective 'rosenbrock': b must be a number in (0, 1e8], got 1e+308"),
 ])
 def test_hydra_mistakes_give_one_line_and_exit_2(args, start, outputs):
     proc = run_cli("run", *args, outputs=outputs)

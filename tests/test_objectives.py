@@ -368,23 +368,27 @@ def test_multi_well_symmetric_when_untilted():
 @pytest.mark.parametrize("name, kwargs, message", [
     ("quadratic", {"dim": 0}, "dim must be an integer >= 1, got 0"),
     ("quadratic", {"dim": 2.5}, "dim must be an integer >= 1, got 2.5"),
-    ("quadratic", {"condition": 0.5}, "condition must be a finite number >= 1"),
+    ("quadratic", {"condition": 0.5}, r"condition must be a number in \[1, 1e12\]"),
+    ("quadratic", {"condition": 1e308}, r"condition must be a number in \[1, 1e12\]"),
     ("quadratic", {"eigenvalues": [1.0, -2.0]}, r"eigenvalues must all be > 0"),
     ("quadratic", {"eigenvalues": []}, "eigenvalues must be a non-empty list"),
     ("quadratic", {"center": [1.0, 2.0, 3.0]}, r"center must have 2 values"),
     ("quadratic", {"rotate": "yes"}, "rotate must be true or false, got 'yes'"),
     ("quadratic", {"rotation_seed": -1}, "rotation_seed must be an integer >= 0, got -1"),
     ("rosenbrock", {"dim": 1}, "dim must be an integer >= 2, got 1"),
-    ("rosenbrock", {"b": 0.0}, "b must be a finite number > 0, got 0.0"),
-    ("rosenbrock", {"a": float("nan")}, "a must be a finite number, got nan"),
+    ("rosenbrock", {"b": 0.0}, r"b must be a number in \(0, 1e8\], got 0.0"),
+    ("rosenbrock", {"b": 1e308}, r"b must be a number in \(0, 1e8\], got 1e\+308"),
+    ("rosenbrock", {"a": float("nan")}, r"a must be a number in \[-1000, 1000\], got nan"),
     ("styblinski_tang", {"dim": 0}, "dim must be an integer >= 1, got 0"),
     ("styblinski_tang", {"dim": True}, "dim must be an integer >= 1, got True"),
     ("rastrigin", {"dim": -3}, "dim must be an integer >= 1, got -3"),
-    ("rastrigin", {"a": -1.0}, "a must be a finite number > 0, got -1.0"),
+    ("rastrigin", {"a": -1.0}, r"a must be a number in \(0, 10000\], got -1.0"),
     ("multi_well", {"dim": 0}, "dim must be an integer >= 1, got 0"),
     ("multi_well", {"tilt": 2.0}, r"tilt must be a number with \|tilt\| < .* got 2.0"),
     ("multi_well", {"tilt_ratio": 1.5}, r"tilt_ratio must be a number in \(0, 1\], got 1.5"),
     ("multi_well", {"height": 0}, "height must be a finite number > 0, got 0"),
+    ("multi_well", {"height": 1e308}, "height must be a finite number > 0 of magnitude "
+                                      r"<= 1e\+100, got 1e\+308"),
 ])
 def test_bad_arguments(name, kwargs, message):
     with pytest.raises(ValueError, match=message):

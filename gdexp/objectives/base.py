@@ -131,11 +131,19 @@ def _int_arg(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+# No parameter of a built-in objective means anything beyond this magnitude, and its square
+# (every objective has one) must stay finite in float64.
+MAX_MAGNITUDE = 1e100
+
+
 def _real_arg(name: str, value, ok: Callable[[float], bool] = lambda v: True,
               allowed: str = "a finite number") -> float:
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or not ok(float(value))):
         raise ValueError(f"{name} must be {allowed}, got {_show(value)}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValueError(f"{name} must be {allowed} of magnitude <= {MAX_MAGNITUDE:g}, "
+                         f"got {_show(value)}")
     return float(value)
 
 
