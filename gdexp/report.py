@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from . import config, tracking
+from . import config, formatting, tracking
 from .config import ConfigError
 
 DEFAULT_EXPERIMENT = "gdexp"
@@ -312,17 +312,7 @@ class Table:
     numeric: list
 
 
-# Whole numbers below this print in full (steps, counts); everything else to 4 digits, so
-# that a value prints the same way in every table (2.147e+12, never 2147483648000).
-WHOLE_BELOW = 1e6
-
-
-def _fmt_number(x: Optional[float], digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if float(x).is_integer() and abs(x) < WHOLE_BELOW:
-        return str(int(x))
-    return f"{x:.{digits}g}"
+_fmt_number = formatting.number
 
 
 def _fmt_param(value: str) -> str:
@@ -460,8 +450,17 @@ def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
     if not keys:
         return [r.name for r in runs]
     short = short_names(keys)
-    return [", ".join(f"{short[k]}={_fmt_param(r.params.get(k, '-'))}" for k in keys)
-            for r in runs]
+    columns = []
+    for k in keys:
+        values = [r.params.get(k, "-") for r in runs]
+        numbers = [_number(v) for v in values]
+        if all(x is not None for x in numbers) and not any(
+                v.strip().lower() in ("true", "false") for v in values):
+            columns.append(formatting.distinct(numbers))  # short, yet never two as one
+        else:
+            columns.append([_fmt_param(v) for v in values])
+    return [", ".join(f"{short[k]}={column[i]}" for k, column in zip(keys, columns))
+            for i in range(len(runs))]
 
 
 def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
