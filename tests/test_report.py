@@ -284,3 +284,9 @@ def test_labels_name_only_what_varies():
     runs = [record("a", **{"optimizer.lr": "0.1"}), record("b", **{"optimizer.lr": "0.2"})]
     assert run_labels(runs, ["optimizer.lr"]) == ["lr=0.1", "lr=0.2"]
     assert run_labels(runs, []) == ["a", "b"]
+    # rates to the fewest digits (at least 3) that keep them apart, as in the legends
+    runs = [record(n, **{"optimizer.lr": v, "optimizer.name": "gd"})
+            for n, v in (("a", "0.01"), ("b", repr(2 / 11)), ("c", "0.195"), ("d", "0.1951"))]
+    assert run_labels(runs, ["optimizer.lr", "optimizer.name"]) == [
+        "lr=0.01, optimizer=gd", "lr=0.1818, optimizer=gd", "lr=0.195, optimizer=gd",
+        "lr=0.1951, optimizer=gd"]
