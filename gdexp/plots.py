@@ -229,7 +229,7 @@ def outcome_vs_lr(lr, steps, final_loss, outcomes, path, f_min=None, title=None)
     ax_s.set_ylabel("steps")
     ax_f.set_ylabel(_loss_label("final f", f_min))
     ax_f.set_xlabel("learning rate")
-    ax_s.legend(fontsize=8)
+    _legend(fig, ax_s)
     if title is not None:
         ax_s.set_title(title)
     return _save(fig, path)
@@ -297,16 +297,15 @@ def learning_curves(trace, path, f_min=None, title=None) -> Path:
         ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label)
     _log_or_symlog(ax_f, np.concatenate(shown)[:, None])
     ax_f.set_ylabel("loss" if f_min is None else f"loss − f*\n(f* = {f_min:.6g})")
-    ax_f.legend(fontsize=8)
     if accuracy:
         for k in accuracy:
             axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]),
                          label=k.replace("_", " "))
         axes[1].set_ylabel("accuracy")
-        axes[1].legend(fontsize=8)
         axes[1].set_xlabel("step")
     else:
         ax_f.set_xlabel("step")
+    _legend(fig, *(axes if accuracy else [ax_f]))
     if title is not None:
         ax_f.set_title(title)
     return _save(fig, path)
@@ -353,7 +352,7 @@ def metric_lines(series: dict, path, ylabel: str, title=None, logy=True,
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     if len(series) <= max_legend:
-        ax.legend(fontsize=7, ncols=2 if len(series) > 6 else 1)
+        _legend(fig, ax, ncols=3 if len(series) > 6 else 2, fontsize=7)
     if title is not None:
         ax.set_title(title)
     return _save(fig, path)
@@ -372,7 +371,7 @@ def points(x, y, labels, path, xlabel: str, ylabel: str, title=None, logx=True,
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     if title is not None:
         ax.set_title(title)
     return _save(fig, path)
@@ -545,12 +544,15 @@ def _value_scale(values) -> ScalarMappable:
     return ScalarMappable(norm=norm, cmap=ListedColormap(PATH_CMAP, name="paths"))
 
 
-def _legend(fig, ax, ncols: int = 3) -> None:
-    """The axes' labelled artists in a legend below the figure, off the data."""
-    handles, names = ax.get_legend_handles_labels()
+def _legend(fig, *axes, ncols: int = 3, fontsize: float = 8) -> None:
+    """The labelled artists of ``axes`` in one legend below the figure, off the data."""
+    handles, names = [], []
+    for ax in axes:
+        h, n = ax.get_legend_handles_labels()
+        handles, names = handles + h, names + n
     if handles:
         fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), ncols),
-                   fontsize=8)
+                   fontsize=fontsize)
 
 
 def _draw_contours(fig, ax, objective: Objective, lower, upper) -> None:
