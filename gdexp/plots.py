@@ -19,6 +19,7 @@ from .objectives import Objective
 FIGSIZE = (6.0, 4.5)
 DPI = 100
 MAX_LEGEND = 10      # more labelled lines than this get no legend
+LEGEND_CHARS = 96    # characters of 8-point legend text that fit across the figure
 GRID = 200           # contour grid points per axis
 LEVELS = 20          # contour levels, log spaced
 LEVEL_DECADES = 4    # the lowest level sits this many decades below the grid's range of f
@@ -276,6 +277,10 @@ def _median_columns(values):
     return out
 
 
+# one legend serves both panels of a learning figure: a colour per data split
+LEARNING_COLORS = {"mini-batch": "tab:gray", "training": "tab:blue", "test": "tab:orange"}
+
+
 def learning_curves(trace, path, f_min=None, title=None) -> Path:
     """A learning run's curves (median over starts): training loss (full batch), mini-batch
     loss, held-out loss; below, train and test accuracy when the task is classification."""
@@ -294,13 +299,15 @@ def learning_curves(trace, path, f_min=None, title=None) -> Path:
         if f_min is not None and label != "test loss":
             v = _gap(v, f_min)
         shown.append(v)
-        ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label)
+        ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label,
+                  color=LEARNING_COLORS[label.split()[0]])
     _log_or_symlog(ax_f, np.concatenate(shown)[:, None])
     ax_f.set_ylabel("loss" if f_min is None else f"loss − f*\n(f* = {f_min:.6g})")
     if accuracy:
         for k in accuracy:
-            axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]),
-                         label=k.replace("_", " "))
+            which = "test" if k == "test_accuracy" else "training"
+            axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]), "--",
+                         color=LEARNING_COLORS[which], label=f"{which} accuracy")
         axes[1].set_ylabel("accuracy")
         axes[1].set_xlabel("step")
     else:
@@ -551,7 +558,10 @@ def _legend(fig, *axes, ncols: int = 3, fontsize: float = 8) -> None:
         h, n = ax.get_legend_handles_labels()
         handles, names = handles + h, names + n
     if handles:
-        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), ncols),
+        # no wider than the figure: long labels (several varying params) take fewer columns
+        fit = max(1, LEGEND_CHARS * 8 // (fontsize * (max(map(len, names)) + 6)))
+        ncols = min(len(names), ncols, fit)
+        fig.legend(handles, names, loc="outside lower center", ncols=ncols,
                    fontsize=fontsize)
 
 

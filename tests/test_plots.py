@@ -286,3 +286,22 @@ def test_distinct_keeps_different_numbers_apart():
     assert distinct([0.01, 2 / 11, 0.195, 0.21]) == ["0.01", "0.182", "0.195", "0.21"]
     assert len(set(distinct([0.1, 0.100001]))) == 2
     assert distinct([1000, 2e12]) == ["1000", "2e+12"]
+
+
+def test_learning_curves_share_one_legend_below(drawn, tmp_path):
+    from types import SimpleNamespace
+    steps = np.arange(0, 50, 5)
+    trace = SimpleNamespace(
+        steps=steps, loss=np.exp(-steps / 10.0), batch_steps=np.arange(50),
+        batch_loss=np.exp(-np.arange(50) / 10.0) * 1.1, eval_steps=steps,
+        evals={"test_loss": np.exp(-steps / 12.0), "accuracy": 1 - np.exp(-steps / 10.0),
+               "test_accuracy": 1 - np.exp(-steps / 12.0)})
+    assert_png(plots.learning_curves(trace, tmp_path / "learning.png", title="learn"))
+    fig = drawn["learning.png"]
+    assert fig.legend == ["mini-batch loss", "training loss", "test loss", "training accuracy",
+                          "test accuracy"]
+    assert all(legend is None for legend in fig.axes_legends)
+    colour = dict(zip((label for _, _, label in fig.lines[0] + fig.lines[1]),
+                      (c for _, c in fig.styles[0] + fig.styles[1])))
+    assert colour["training loss"] == colour["training accuracy"]
+    assert colour["test loss"] == colour["test accuracy"] != colour["training loss"]
