@@ -366,16 +366,30 @@ def metric_lines(series: dict, path, ylabel: str, title=None, logy=True,
 
 
 def points(x, y, labels, path, xlabel: str, ylabel: str, title=None, logx=True,
-           logy=True) -> Path:
-    """Markers joined by lines, one series per label: e.g. final loss against batch size."""
+           logy=True, diverged=None) -> Path:
+    """Markers joined by lines, one series per label: e.g. final loss against batch size.
+
+    ``diverged`` (one bool per point) takes those points off the lines and the y scale: they
+    are red crosses pinned to the top of the axes, at their x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    labels = np.asarray(labels, dtype=str)
+    diverged = (np.zeros(x.shape, bool) if diverged is None
+                else np.asarray(diverged, dtype=bool))
     fig, ax = _figure()
-    for (name, (xs, ys)), color in zip(_group_points(x, y, labels).items(),
-                                       _colors(len(set(labels)))):
+    kept = ~diverged
+    for (name, (xs, ys)), color in zip(
+            _group_points(x[kept], y[kept], labels[kept]).items(),
+            _colors(len(set(labels[kept])))):
         ax.plot(xs, np.maximum(ys, FLOOR) if logy else ys, "-o", color=color, label=name)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
+    if diverged.any():
+        _headroom(ax, 0.15)
+        ax.plot(x[diverged], np.full(diverged.sum(), 0.96), "x", color=DIVERGED_COLOR, ms=8,
+                mew=2, ls="none", transform=ax.get_xaxis_transform(), clip_on=False,
+                label="diverged")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _legend(fig, ax)

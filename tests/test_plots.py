@@ -305,3 +305,15 @@ def test_learning_curves_share_one_legend_below(drawn, tmp_path):
                       (c for _, c in fig.styles[0] + fig.styles[1])))
     assert colour["training loss"] == colour["training accuracy"]
     assert colour["test loss"] == colour["test accuracy"] != colour["training loss"]
+
+
+def test_diverged_points_sit_above_the_others(drawn, tmp_path):
+    x, y = [1, 2, 4, 8], [1e-3, 2e-3, 1e-2, 1e300]
+    assert_png(plots.points(x, y, ["a"] * 4, tmp_path / "p.png", "batch", "f",
+                            diverged=[False, False, False, True]))
+    fig = drawn["p.png"]
+    assert fig.ylim[0][1] < 1                       # the diverged value sets nothing
+    (xs, ys, label), = [line for line in fig.lines[0] if line[2] == "diverged"]
+    assert list(xs) == [8.0] and label in fig.legend
+    line = next(line for line in fig.lines[0] if line[2] == "a")
+    assert list(line[0]) == [1.0, 2.0, 4.0]
