@@ -6,15 +6,20 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import LogNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure  # no pyplot: nothing opens a window, no backend to set
+from matplotlib.markers import MarkerStyle
+from matplotlib.transforms import Affine2D
 from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, NullLocator
 
+from .formatting import distinct
 from .objectives import Objective
 
 FIGSIZE = (6.0, 4.5)
 DPI = 100
 MAX_LEGEND = 10      # more labelled lines than this get no legend
+LEGEND_CHARS = 96    # characters of 8-point legend text that fit across the figure
 GRID = 200           # contour grid points per axis
 LEVELS = 20          # contour levels, log spaced
 LEVEL_DECADES = 4    # the lowest level sits this many decades below the grid's range of f
@@ -24,18 +29,24 @@ FLOOR = 1e-100
 CEILING = 1e100
 DIVERGED_COLOR = "tab:red"
 MAX_STEPS_COLOR = "tab:gray"
+# paths coloured by a value (lr): plasma without its yellow end, which the viridis contours
+# share
+PATH_CMAP = colormaps["plasma"].resampled(256)(np.linspace(0.0, 0.82, 256))
 
 
 # ---------------------------------------------------------------- figures
 
 def contour_paths(objective: Objective, paths, path, labels=None, title=None, starts=True,
-                  groups=None) -> Path:
+                  groups=None, values=None, value_label="learning rate") -> Path:
     """Log-spaced contours of a 2-D objective over its plot window, with descent paths on top.
 
     ``paths`` is an array (p, 2, n) or a list of (p_i, 2) arrays. Non-finite points are
-    dropped and the view stays on the plot window, so diverging paths simply leave it.
+    dropped and each path is clipped to the plot window: a path that leaves it ends at the
+    edge with an outward triangle, so a diverging path never draws across the contour.
     ``groups`` (one int per path) colours paths by group, e.g. all starts of one run alike;
-    ``labels`` then names the groups, else the paths.
+    ``labels`` then names the groups, else the paths. ``values`` (one number per path, e.g.
+    its learning rate) colours the paths on a colour scale with a colour bar instead, for
+    scans with too many paths for a legend.
     """
     _require_2d(objective, "contour_paths")
     lines = _as_path_list(paths)
@@ -44,53 +55,91 @@ def contour_paths(objective: Objective, paths, path, labels=None, title=None, st
     lower, upper = (np.asarray(c, dtype=float) for c in objective.plot_window)
     fig, ax = _figure()
     _draw_contours(fig, ax, objective, lower, upper)
-    colors = _colors(n_groups)
+    if values is not None:
+        values = np.asarray(values, dtype=float).ravel()
+        scale = _value_scale(values)
+        colors = [scale.to_rgba(v) for v in values]
+        labels = None
+    else:
+        palette = _colors(n_groups)
+        colors = [palette[g] for g in group]
+    if labels is not None and n_groups > MAX_LEGEND:
+        labels = None  # a legend that long hides the figure and cannot be read
     thin = len(lines) > MAX_LEGEND
-    labelled = set()
-    for xy, g in zip(lines, group):
+    labelled, left = set(), False
+    for xy, g, color in zip(lines, group, colors):
         if len(xy) == 0:
             continue
         label = labels[g] if labels is not None and g not in labelled else None
         labelled.add(g)
-        ax.plot(xy[:, 0], xy[:, 1], "-o", color=colors[g], lw=0.6 if thin else 1.2,
-                ms=1.5 if thin else 3, alpha=0.6 if thin else 1.0, label=label)
-        if starts:
-            ax.plot(*xy[0], "o", color=colors[g], mec="white", ms=4 if thin else 7, zorder=4)
-        ax.plot(*xy[-1], "x", color=colors[g], ms=4 if thin else 8, mew=2, zorder=4)
+        pieces, exits = _clip_to_window(xy, lower, upper)
+        for piece in pieces:
+            ax.plot(piece[:, 0], piece[:, 1], "-", color=color, lw=0.6 if thin else 1.2,
+                    alpha=0.6 if thin else 1.0, label=label)
+            label = None
+        inside = xy[_inside(xy, lower, upper)]  # a marker at every step taken in the window
+        ax.plot(inside[:, 0], inside[:, 1], "o", color=color, ms=1.5 if thin else 3,
+                alpha=0.6 if thin else 1.0, ls="none")
+        for point, angle in exits:
+            ax.plot(*point, marker=_arrowhead(angle), color=color, mec="k", mew=0.5,
+                    ms=6 if thin else 9, ls="none", zorder=6, clip_on=False)
+            left = True
+        if starts and _inside(xy[:1], lower, upper)[0]:
+            ax.plot(*xy[0], "o", color=color, mec="white", ms=4 if thin else 7, zorder=4)
+        if _inside(xy[-1:], lower, upper)[0]:
+            ax.plot(*xy[-1], "x", color=color, ms=4 if thin else 8, mew=2, zorder=4)
     _draw_minima(ax, objective)
+    if left:  # a legend entry for the exit mark
+        ax.plot([], [], marker=_arrowhead(0.0), color="0.6", mec="k", mew=0.5, ms=8,
+                ls="none", label="left the window")
     ax.set_xlim(lower[0], upper[0])
     ax.set_ylim(lower[1], upper[1])
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_title(title if title is not None else objective.name)
-    if labels is not None and n_groups <= MAX_LEGEND:
-        ax.legend(fontsize=8, framealpha=0.8)
+    if values is not None:
+        fig.colorbar(scale, ax=ax, location="bottom", pad=0.02, shrink=0.8,
+                     label=value_label + " of the path")
+    _legend(fig, ax)
     return _save(fig, path)
 
 
 def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
-           stops=None) -> Path:
+           stops=None, diverged=None) -> Path:
     """Loss (or f − f_min) and gradient norm against step, one line per column, log y.
 
     ``stops`` (optional, one step per column, e.g. ``result.steps``) ends each line where its
     start stopped; otherwise a stopped start's frozen values run on as a flat tail.
+    ``diverged`` (one bool per column; by default a column that climbs above 1e3 times its
+    first value, or turns non-finite) marks the columns whose values run away: the y axes keep
+    to the other columns, and a diverged line ends in a red × where it leaves the axes.
     """
     steps = np.asarray(steps, dtype=float)
     loss, grad_norm = _columns(loss), _columns(grad_norm)
+    diverged = (_runs_away(loss) if diverged is None
+                else np.broadcast_to(np.asarray(diverged, dtype=bool), loss.shape[1:]))
     if f_min is not None:
         loss = _gap(loss, f_min)
     if stops is not None:
         after = steps[:, None] > np.asarray(stops, dtype=float)[None, :]
         loss, grad_norm = np.where(after, np.nan, loss), np.where(after, np.nan, grad_norm)
     fig, (ax_f, ax_g) = _figure(2, sharex=True)
-    _plot_columns(ax_f, steps, loss, labels)
-    _plot_columns(ax_g, steps, grad_norm, None)
-    _log_or_symlog(ax_f, loss)
-    _log_or_symlog(ax_g, grad_norm)
+    for ax, values, these in ((ax_f, loss, labels), (ax_g, grad_norm, None)):
+        _plot_columns(ax, steps, values, these, diverged, yscale=_log_or_symlog)
     ax_f.set_ylabel(_loss_label("f", f_min))
     ax_g.set_ylabel("‖∇f‖")
     ax_g.set_xlabel("step")
     return _finish(fig, ax_f, path, labels, loss.shape[1], title)
+
+
+def _runs_away(values) -> np.ndarray:
+    """Per column: did it turn non-finite, or climb above 1e3 times its first |value|?"""
+    v = _columns(values)
+    with np.errstate(all="ignore"):
+        first = np.abs(v[0])
+        bad = ~np.isfinite(v).all(axis=0) & np.isfinite(v[0])
+        climbed = np.nanmax(np.where(np.isfinite(v), v, -np.inf), axis=0) > 1e3 * first
+    return bad | (climbed & np.isfinite(first) & (first > 0))
 
 
 def atlas(objective: Objective, x0, labels, path, title=None) -> Path:
@@ -181,7 +230,7 @@ def outcome_vs_lr(lr, steps, final_loss, outcomes, path, f_min=None, title=None)
     ax_s.set_ylabel("steps")
     ax_f.set_ylabel(_loss_label("final f", f_min))
     ax_f.set_xlabel("learning rate")
-    ax_s.legend(fontsize=8)
+    _legend(fig, ax_s)
     if title is not None:
         ax_s.set_title(title)
     return _save(fig, path)
@@ -228,6 +277,10 @@ def _median_columns(values):
     return out
 
 
+# one legend serves both panels of a learning figure: a colour per data split
+LEARNING_COLORS = {"mini-batch": "tab:gray", "training": "tab:blue", "test": "tab:orange"}
+
+
 def learning_curves(trace, path, f_min=None, title=None) -> Path:
     """A learning run's curves (median over starts): training loss (full batch), mini-batch
     loss, held-out loss; below, train and test accuracy when the task is classification."""
@@ -246,19 +299,20 @@ def learning_curves(trace, path, f_min=None, title=None) -> Path:
         if f_min is not None and label != "test loss":
             v = _gap(v, f_min)
         shown.append(v)
-        ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label)
+        ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label,
+                  color=LEARNING_COLORS[label.split()[0]])
     _log_or_symlog(ax_f, np.concatenate(shown)[:, None])
     ax_f.set_ylabel("loss" if f_min is None else f"loss − f*\n(f* = {f_min:.6g})")
-    ax_f.legend(fontsize=8)
     if accuracy:
         for k in accuracy:
-            axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]),
-                         label=k.replace("_", " "))
+            which = "test" if k == "test_accuracy" else "training"
+            axes[1].plot(trace.eval_steps, _median_columns(trace.evals[k]), "--",
+                         color=LEARNING_COLORS[which], label=f"{which} accuracy")
         axes[1].set_ylabel("accuracy")
-        axes[1].legend(fontsize=8)
         axes[1].set_xlabel("step")
     else:
         ax_f.set_xlabel("step")
+    _legend(fig, *(axes if accuracy else [ax_f]))
     if title is not None:
         ax_f.set_title(title)
     return _save(fig, path)
@@ -305,26 +359,40 @@ def metric_lines(series: dict, path, ylabel: str, title=None, logy=True,
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     if len(series) <= max_legend:
-        ax.legend(fontsize=7, ncols=2 if len(series) > 6 else 1)
+        _legend(fig, ax, ncols=3 if len(series) > 6 else 2, fontsize=7)
     if title is not None:
         ax.set_title(title)
     return _save(fig, path)
 
 
 def points(x, y, labels, path, xlabel: str, ylabel: str, title=None, logx=True,
-           logy=True) -> Path:
-    """Markers joined by lines, one series per label: e.g. final loss against batch size."""
+           logy=True, diverged=None) -> Path:
+    """Markers joined by lines, one series per label: e.g. final loss against batch size.
+
+    ``diverged`` (one bool per point) takes those points off the lines and the y scale: they
+    are red crosses pinned to the top of the axes, at their x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    labels = np.asarray(labels, dtype=str)
+    diverged = (np.zeros(x.shape, bool) if diverged is None
+                else np.asarray(diverged, dtype=bool))
     fig, ax = _figure()
-    for (name, (xs, ys)), color in zip(_group_points(x, y, labels).items(),
-                                       _colors(len(set(labels)))):
+    kept = ~diverged
+    for (name, (xs, ys)), color in zip(
+            _group_points(x[kept], y[kept], labels[kept]).items(),
+            _colors(len(set(labels[kept])))):
         ax.plot(xs, np.maximum(ys, FLOOR) if logy else ys, "-o", color=color, label=name)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
+    if diverged.any():
+        _headroom(ax, 0.15)
+        ax.plot(x[diverged], np.full(diverged.sum(), 0.96), "x", color=DIVERGED_COLOR, ms=8,
+                mew=2, ls="none", transform=ax.get_xaxis_transform(), clip_on=False,
+                label="diverged")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     if title is not None:
         ax.set_title(title)
     return _save(fig, path)
@@ -350,17 +418,23 @@ def run_figures(out_dir, objective: Objective, result, diag=None, title=None) ->
     n = result.n
     f_min = objective.f_min if objective.global_minima else None
     lr_axis = np.unique(result.lr).size > 1
-    labels = [f"lr={v:g}" for v in result.lr] if lr_axis and n <= MAX_LEGEND else None
+    labels = ([f"lr={v}" for v in distinct(result.lr)] if lr_axis and n <= MAX_LEGEND
+              else None)
     t = result.trace
+    diverged = np.asarray(result.outcomes, dtype=str) == "diverged"
     # an even subset of the starts: a matplotlib line costs ~18 KB, 10^5 of them gigabytes
     cols = np.unique(np.linspace(0, n - 1, min(n, MAX_PATHS)).round().astype(int))
     made = [curves(t.steps, t.loss[:, cols], t.grad_norm[:, cols], out_dir / "curves.png",
                    labels=None if labels is None else [labels[j] for j in cols],
-                   f_min=f_min, title=title, stops=result.steps[cols])]
+                   f_min=f_min, title=title, stops=result.steps[cols],
+                   diverged=diverged[cols])]
     if objective.dim == 2:
+        # a scan over more rates than a legend holds: colour by rate, with a colour bar
+        by_lr = lr_axis and labels is None
         made.append(contour_paths(objective, t.path[:, :, cols], out_dir / "contour.png",
                                   labels=None if labels is None else [labels[j] for j in cols],
-                                  title=title))
+                                  title=title,
+                                  values=np.asarray(result.lr)[cols] if by_lr else None))
     if n > 1:
         atlas_labels = diag["parts"]["atlas"]["labels"] if diag else list(result.basin)
         made.append(atlas(objective, result.x0, atlas_labels, out_dir / "atlas.png",
@@ -394,9 +468,12 @@ def _figure(nrows=1, sharex=False):
 
 
 def _finish(fig, ax, path, labels, n_lines: int, title) -> Path:
-    """Legend (when the labelled lines are few enough to read), title, save."""
-    if labels is not None and n_lines <= MAX_LEGEND:
-        ax.legend(fontsize=8)
+    """Legend below the axes (when the labelled lines are few enough to read), title, save."""
+    if n_lines > MAX_LEGEND:
+        for line in ax.get_lines():  # the × marks keep their entry
+            if line.get_label() != "diverged":
+                line.set_label("_nolegend_")
+    _legend(fig, ax)
     if title is not None:
         ax.set_title(title)
     return _save(fig, path)
@@ -427,6 +504,79 @@ def _as_path_list(paths) -> list[np.ndarray]:
         xy = np.asarray(xy, dtype=float).reshape(-1, 2)
         out.append(xy[np.isfinite(xy).all(axis=1)])
     return out
+
+
+def _inside(xy, lower, upper) -> np.ndarray:
+    """Which rows of an (m, 2) array lie in the window (its edges included)."""
+    return ((xy >= lower) & (xy <= upper)).all(axis=1)
+
+
+def _crossing(p, q, lower, upper) -> np.ndarray:
+    """Where the segment from ``p`` (inside the window) to ``q`` (outside) meets the edge."""
+    with np.errstate(all="ignore"):
+        d = q - p
+        t = np.where(q > upper, (upper - p) / d, np.where(q < lower, (lower - p) / d, np.inf))
+        point = p + np.min(t) * d
+    return np.clip(point, lower, upper)
+
+
+def _clip_to_window(xy, lower, upper):
+    """A path cut to the window: the pieces (m_i, 2) that run inside it, each ending on the
+    edge where the path left, and the exits as (point, direction in radians). A step between
+    two points outside the window is not drawn even when it crosses the window: a diverging
+    start's jumps from one far side to the other would otherwise sweep across the figure."""
+    inside = _inside(xy, lower, upper)
+    pieces, exits = [], []
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return pieces, exits
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    firsts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    lasts = np.concatenate([idx[breaks], [idx[-1]]])
+    span = upper - lower
+    for a, b in zip(firsts, lasts):
+        piece = [xy[a:b + 1]]
+        if a > 0:  # came in from outside
+            piece.insert(0, _crossing(xy[a], xy[a - 1], lower, upper)[None])
+        if b < len(xy) - 1:  # and left again
+            edge = _crossing(xy[b], xy[b + 1], lower, upper)
+            piece.append(edge[None])
+            with np.errstate(all="ignore"):
+                step = (xy[b + 1] - xy[b]) / span  # in axes units, the way the eye sees it
+            exits.append((edge, float(np.arctan2(step[1], step[0]))))
+        pieces.append(np.concatenate(piece))
+    return pieces, exits
+
+
+def _arrowhead(angle: float) -> MarkerStyle:
+    """A triangle pointing along ``angle`` (radians): where and which way a path left."""
+    return MarkerStyle(">", transform=Affine2D().rotate(angle))
+
+
+def _value_scale(values) -> ScalarMappable:
+    """A colour scale over ``values``: logarithmic for positive values spanning a decade or
+    more (learning rates), linear otherwise."""
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    if low > 0 and high >= 10 * low:
+        norm = LogNorm(low, high)
+    else:
+        norm = Normalize(low, high if high > low else low + 1.0)
+    return ScalarMappable(norm=norm, cmap=ListedColormap(PATH_CMAP, name="paths"))
+
+
+def _legend(fig, *axes, ncols: int = 3, fontsize: float = 8) -> None:
+    """The labelled artists of ``axes`` in one legend below the figure, off the data."""
+    handles, names = [], []
+    for ax in axes:
+        h, n = ax.get_legend_handles_labels()
+        handles, names = handles + h, names + n
+    if handles:
+        # no wider than the figure: long labels (several varying params) take fewer columns
+        fit = max(1, LEGEND_CHARS * 8 // (fontsize * (max(map(len, names)) + 6)))
+        ncols = min(len(names), ncols, fit)
+        fig.legend(handles, names, loc="outside lower center", ncols=ncols,
+                   fontsize=fontsize)
 
 
 def _draw_contours(fig, ax, objective: Objective, lower, upper) -> None:
@@ -498,18 +648,56 @@ def _colors(n: int) -> list:
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
-def _plot_columns(ax, steps, values, labels) -> None:
-    """One line per column, each cut after its last finite value; thin lines when many."""
+def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None) -> None:
+    """One line per column, each cut after its last finite value; thin lines when many.
+
+    The y scale (``yscale(ax, values)``, if given) and limits come from the columns not in
+    ``diverged``; the diverged ones are
+    drawn afterwards within those limits and end in a red × where they leave the axes (or
+    at their last point if they never do)."""
     n = values.shape[1]
+    diverged = np.zeros(n, bool) if diverged is None else np.asarray(diverged, dtype=bool)
+    if diverged.all():  # nothing else to scale by
+        diverged = np.zeros(n, bool)
     many = n > MAX_LEGEND
+    lines = []
     for j, color in enumerate(_colors(n)):
         y = values[:, j]
         finite = np.flatnonzero(np.isfinite(y))
         if finite.size == 0:
             continue
         end = finite[-1] + 1
-        ax.plot(steps[:end], _clip(y[:end]), color=color, lw=0.5 if many else 1.3,
-                alpha=0.5 if many else 1.0, label=labels[j] if labels is not None else None)
+        lines.append((j, steps[:end], _clip(y[:end]), color))
+    for j, x, y, color in lines:
+        if not diverged[j]:
+            ax.plot(x, y, color=color, lw=0.5 if many else 1.3, alpha=0.5 if many else 1.0,
+                    label=labels[j] if labels is not None else None)
+    if yscale is not None:
+        yscale(ax, values[:, ~diverged])
+    if not diverged.any():
+        return
+    ylim = ax.get_ylim()
+    high = ax.yaxis.get_transform().transform(np.array([ylim[1]])).ravel()[0]
+    marked = False
+    for j, x, y, color in lines:
+        if not diverged[j]:
+            continue
+        ax.plot(x, y, color=color, lw=0.5 if many else 1.3, alpha=0.5 if many else 1.0,
+                label=labels[j] if labels is not None else None)
+        with np.errstate(all="ignore"):
+            scaled = ax.yaxis.get_transform().transform(y.reshape(-1, 1)).ravel()
+        out = np.flatnonzero(~(scaled <= high))  # above the top, or not drawable at all
+        if out.size and out[0] > 0:  # where it crosses the top, interpolated on the axis scale
+            k = out[0]
+            a, b = scaled[k - 1], scaled[k] if np.isfinite(scaled[k]) else high
+            t = (high - a) / (b - a) if b > a else 1.0
+            xm, ym = x[k - 1] + t * (x[k] - x[k - 1]), ylim[1]
+        else:
+            xm, ym = x[-1], y[-1]
+        ax.plot(xm, ym, "x", color=DIVERGED_COLOR, ms=7, mew=2, zorder=5, clip_on=False,
+                label=None if marked else "diverged")
+        marked = True
+    ax.set_ylim(ylim)
 
 
 def _log_or_symlog(ax, values) -> None:

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from . import config, tracking
+from . import config, formatting, tracking
 from .config import ConfigError
 
 DEFAULT_EXPERIMENT = "gdexp"
@@ -312,17 +312,7 @@ class Table:
     numeric: list
 
 
-# Whole numbers below this print in full (steps, counts); everything else to 4 digits, so
-# that a value prints the same way in every table (2.147e+12, never 2147483648000).
-WHOLE_BELOW = 1e6
-
-
-def _fmt_number(x: Optional[float], digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if float(x).is_integer() and abs(x) < WHOLE_BELOW:
-        return str(int(x))
-    return f"{x:.{digits}g}"
+_fmt_number = formatting.number
 
 
 def _fmt_param(value: str) -> str:
@@ -460,8 +450,17 @@ def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
     if not keys:
         return [r.name for r in runs]
     short = short_names(keys)
-    return [", ".join(f"{short[k]}={_fmt_param(r.params.get(k, '-'))}" for k in keys)
-            for r in runs]
+    columns = []
+    for k in keys:
+        values = [r.params.get(k, "-") for r in runs]
+        numbers = [_number(v) for v in values]
+        if all(x is not None for x in numbers) and not any(
+                v.strip().lower() in ("true", "false") for v in values):
+            columns.append(formatting.distinct(numbers))  # short, yet never two as one
+        else:
+            columns.append([_fmt_param(v) for v in values])
+    return [", ".join(f"{short[k]}={column[i]}" for k, column in zip(keys, columns))
+            for i in range(len(runs))]
 
 
 def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -571,7 +570,8 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
             what = f", {objective}"
         figures.append(plots.curves(grid, loss, grad_norm, out_dir / name,
                                     labels=run_labels(group, varying_keys(group)),
-                                    f_min=f_min(group), title=f"{sel.title}: loss per run{what}"))
+                                    f_min=f_min(group), title=f"{sel.title}: loss per run{what}",
+                                    diverged=[r.status == "diverged" for r in group]))
         # the first-order Taylor check, where the diagnostics logged it
         taylor = metric_curves(client, group, ("taylor_ratio",))
         if taylor is not None and np.isfinite(taylor[1][0]).any():
@@ -586,11 +586,14 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
     for i, (objective, group) in enumerate(flat):
         # labelled by what varies among the runs drawn together
         label_of = dict(zip((r.run_id for r in group), run_labels(group, varying_keys(group))))
-        paths, path_labels = [], []   # per run: its (p, 2, n) path array
+        paths, path_labels, rates = [], [], []   # per run: its (p, 2, n) path array
         for r in group:
             try:
                 with np.load(artifacts.get(r.run_id, "trace.npz")) as trace:
                     paths.append(np.asarray(trace["path"], dtype=float))
+                    rates.append(np.broadcast_to(np.asarray(
+                        trace["base_lr"] if "base_lr" in trace else np.nan, dtype=float),
+                        paths[-1].shape[2:]))
                 path_labels.append(label_of[r.run_id])
             except Exception as e:  # a run that failed before writing its trace
                 _note(f"no path for run {r.run_id} ({e})")
@@ -601,8 +604,14 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
         # every start's path, coloured by run
         lines = [p[:, :, j] for p in paths for j in range(p.shape[2])]
         groups = [i for i, p in enumerate(paths) for _ in range(p.shape[2])]
+        # rates a legend cannot name (too many runs, or several in one run): a colour scale
+        lr = np.concatenate(rates)
+        by_lr = (np.isfinite(lr).all() and np.unique(lr).size > 1
+                 and (len(paths) > plots.MAX_LEGEND
+                      or any(np.unique(r).size > 1 for r in rates)))
         figures.append(plots.contour_paths(objective, lines, out_dir / f"{name}.png",
-                                           labels=path_labels, title=title, groups=groups))
+                                           labels=path_labels, title=title, groups=groups,
+                                           values=lr if by_lr else None))
     return figures
 
 

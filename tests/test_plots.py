@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from matplotlib.image import imread
 
 from gdexp import plots
@@ -170,3 +171,149 @@ def test_descent_does_not_import_matplotlib():
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     code = "import gdexp.descent, sys; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+
+
+# ---------------------------------------------------------------- what the figures show
+
+class Drawn:
+    """What a figure held when it was saved: per axes its lines, limits and legend."""
+
+    def __init__(self, fig):
+        self.lines = [[(line.get_xdata(), line.get_ydata(), line.get_label())
+                       for line in ax.get_lines()] for ax in fig.axes]
+        self.styles = [[(line.get_linestyle(), tuple(to_rgba(line.get_color())))
+                        for line in ax.get_lines()] for ax in fig.axes]
+        self.ylim = [ax.get_ylim() for ax in fig.axes]
+        self.axes_legends = [ax.get_legend() for ax in fig.axes]
+        self.legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        self.labels = [ax.get_xlabel() for ax in fig.axes]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure saved during the test, as a Drawn, keyed by file name."""
+    seen, save = {}, plots._save
+
+    def keep(fig, path):
+        seen[Path(path).name] = Drawn(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return seen
+
+
+REGIMES = np.array([0.01, 2 / 11, 0.195, 0.21])  # slow, best, oscillating, diverging (2/λmax = 0.2)
+
+
+@pytest.fixture(scope="module")
+def regimes(objective):
+    x0 = np.tile([[4.0], [1.5]], (1, REGIMES.size))
+    return run(objective, x0, gd(), REGIMES, max_steps=1500, grad_tol=1e-6, diverge_above=1e27)
+
+
+def test_a_diverging_path_is_drawn_inside_the_window_and_marked_where_it_left(
+        objective, regimes, drawn, tmp_path):
+    assert list(regimes.outcomes) == ["max_steps", "converged", "converged", "diverged"]
+    raw = regimes.trace.path[:, 1, 3]
+    assert np.nanmax(np.abs(raw[np.isfinite(raw)])) > 1e10  # it does leave, by far
+    plots.contour_paths(objective, regimes.trace.path, tmp_path / "c.png")
+    (lower, upper), ax = objective.plot_window, drawn["c.png"].lines[0]
+    points = np.concatenate([np.column_stack([x, y]) for x, y, _ in ax if len(x)])
+    assert (points >= np.asarray(lower) - 1e-9).all() and (points <= np.asarray(upper) + 1e-9).all()
+    # the drawn part of the diverging path ends on the edge, and the exit is marked once
+    on_edge = np.isclose(np.abs(points[:, 1]), 5.0)
+    assert on_edge.sum() >= 2  # the line's end and the mark on it
+    assert "left the window" in drawn["c.png"].legend
+
+
+def test_the_drawn_path_keeps_every_step_inside_the_window(objective, drawn, tmp_path):
+    """A path leaving and coming back: both inside parts drawn, joined to the edge."""
+    xy = np.array([[0.0, 0.0], [0.0, 4.0], [0.0, 9.0], [1.0, 3.0], [1.0, 1.0]])
+    plots.contour_paths(objective, [xy], tmp_path / "c.png")
+    fig = drawn["c.png"]
+    lines = [np.column_stack([x, y]) for (x, y, _), (style, _) in zip(fig.lines[0], fig.styles[0])
+             if style == "-"]
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[0], [[0, 0], [0, 4], [0, 5]])
+    np.testing.assert_allclose(lines[1], [[2 / 3, 5], [1, 3], [1, 1]])  # (0, 9)→(1, 3) at y = 5
+
+
+def test_a_diverged_curve_does_not_set_the_loss_axis(regimes, drawn, tmp_path):
+    t = regimes.trace
+    assert np.nanmax(t.loss[:, 3]) > 1e20
+    plots.curves(t.steps, t.loss, t.grad_norm, tmp_path / "f.png", f_min=0.0,
+                 labels=[f"lr={v:g}" for v in REGIMES], stops=regimes.steps,
+                 diverged=np.array(regimes.outcomes) == "diverged")
+    fig = drawn["f.png"]
+    for ylim in fig.ylim:  # f − f_min and ‖∇f‖ both kept to the curves that converge
+        assert ylim[1] < 1e4
+    xs = [(x, y) for x, y, label in fig.lines[0] if label == "diverged"]
+    assert len(xs) == 1 and np.isclose(xs[0][1][0], fig.ylim[0][1])  # × on the top edge
+    assert "diverged" in fig.legend
+
+
+def test_a_run_away_column_is_recognised_without_being_told(drawn, tmp_path):
+    steps = np.arange(5)
+    loss = np.array([[1.0, 1.0], [0.1, 1e5], [0.01, 1e15], [0.001, np.inf], [1e-4, np.nan]])
+    plots.curves(steps, loss, loss, tmp_path / "f.png")
+    assert drawn["f.png"].ylim[0][1] < 10
+
+
+def test_legends_read_short_rates_and_sit_off_the_data(objective, regimes, drawn, tmp_path):
+    plots.run_figures(tmp_path, objective, regimes, title="regimes")
+    for name in ("curves.png", "contour.png"):
+        fig = drawn[name]
+        assert [t for t in fig.legend if t.startswith("lr=")] == [
+            "lr=0.01", "lr=0.182", "lr=0.195", "lr=0.21"]
+        assert all(legend is None for legend in fig.axes_legends)  # none inside an axes
+
+
+def test_a_scan_of_many_rates_is_coloured_by_rate(objective, drawn, tmp_path):
+    lrs = np.geomspace(1e-3, 0.3, 24)
+    res = run(objective, np.tile([[4.0], [1.5]], (1, 24)), gd(), lrs, max_steps=300,
+              diverge_above=1e27)
+    plots.run_figures(tmp_path, objective, res)
+    fig = drawn["contour.png"]
+    assert "learning rate of the path" in fig.labels  # the colour bar, below the contour
+    assert not [t for t in fig.legend if t.startswith("lr=")]
+    colours = {colour for (x, _, _), (style, colour) in zip(fig.lines[0], fig.styles[0])
+               if style == "-"}
+    assert len(colours) == 24  # one colour per rate
+
+
+def test_distinct_keeps_different_numbers_apart():
+    from gdexp.formatting import distinct
+    assert distinct([0.01, 2 / 11, 0.195, 0.21]) == ["0.01", "0.182", "0.195", "0.21"]
+    assert len(set(distinct([0.1, 0.100001]))) == 2
+    assert distinct([1000, 2e12]) == ["1000", "2e+12"]
+
+
+def test_learning_curves_share_one_legend_below(drawn, tmp_path):
+    from types import SimpleNamespace
+    steps = np.arange(0, 50, 5)
+    trace = SimpleNamespace(
+        steps=steps, loss=np.exp(-steps / 10.0), batch_steps=np.arange(50),
+        batch_loss=np.exp(-np.arange(50) / 10.0) * 1.1, eval_steps=steps,
+        evals={"test_loss": np.exp(-steps / 12.0), "accuracy": 1 - np.exp(-steps / 10.0),
+               "test_accuracy": 1 - np.exp(-steps / 12.0)})
+    assert_png(plots.learning_curves(trace, tmp_path / "learning.png", title="learn"))
+    fig = drawn["learning.png"]
+    assert fig.legend == ["mini-batch loss", "training loss", "test loss", "training accuracy",
+                          "test accuracy"]
+    assert all(legend is None for legend in fig.axes_legends)
+    colour = dict(zip((label for _, _, label in fig.lines[0] + fig.lines[1]),
+                      (c for _, c in fig.styles[0] + fig.styles[1])))
+    assert colour["training loss"] == colour["training accuracy"]
+    assert colour["test loss"] == colour["test accuracy"] != colour["training loss"]
+
+
+def test_diverged_points_sit_above_the_others(drawn, tmp_path):
+    x, y = [1, 2, 4, 8], [1e-3, 2e-3, 1e-2, 1e300]
+    assert_png(plots.points(x, y, ["a"] * 4, tmp_path / "p.png", "batch", "f",
+                            diverged=[False, False, False, True]))
+    fig = drawn["p.png"]
+    assert fig.ylim[0][1] < 1                       # the diverged value sets nothing
+    (xs, ys, label), = [line for line in fig.lines[0] if line[2] == "diverged"]
+    assert list(xs) == [8.0] and label in fig.legend
+    line = next(line for line in fig.lines[0] if line[2] == "a")
+    assert list(line[0]) == [1.0, 2.0, 4.0]

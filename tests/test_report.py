@@ -284,3 +284,42 @@ def test_labels_name_only_what_varies():
     runs = [record("a", **{"optimizer.lr": "0.1"}), record("b", **{"optimizer.lr": "0.2"})]
     assert run_labels(runs, ["optimizer.lr"]) == ["lr=0.1", "lr=0.2"]
     assert run_labels(runs, []) == ["a", "b"]
+    # rates to the fewest digits (at least 3) that keep them apart, as in the legends
+    runs = [record(n, **{"optimizer.lr": v, "optimizer.name": "gd"})
+            for n, v in (("a", "0.01"), ("b", repr(2 / 11)), ("c", "0.195"), ("d", "0.1951"))]
+    assert run_labels(runs, ["optimizer.lr", "optimizer.name"]) == [
+        "lr=0.01, optimizer=gd", "lr=0.1818, optimizer=gd", "lr=0.195, optimizer=gd",
+        "lr=0.1951, optimizer=gd"]
+
+
+def test_the_report_figures_keep_the_diverged_run_off_the_axes(store, report_here,
+                                                               monkeypatch, tmp_path):
+    """lr 0.25 diverges: its loss must not set the loss axis, its path must stay in the
+    window, and the legend sits below the axes with the rates as the table writes them."""
+    from gdexp import plots
+
+    seen, save = {}, plots._save
+
+    def keep(fig, path):
+        seen[Path(path).name] = (
+            [ax.get_ylim() for ax in fig.axes],
+            [np.column_stack([line.get_xdata(), line.get_ydata()]).astype(float)
+             for line in fig.axes[0].get_lines()],
+            [t.get_text() for leg in fig.legends for t in leg.get_texts()],
+            [ax.get_legend() for ax in fig.axes])
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    proc = report_here("--out", str(tmp_path / "r"), outputs=store.outputs)
+    assert proc.returncode == 0, proc.stderr
+    ylims, lines, legend, inside = seen["loss_curves.png"]
+    wild = next(r for r in (store.client.get_run(i) for i in store.children)
+                if r.data.params["optimizer.lr"] == "0.25")
+    assert max(m.value for m in store.client.get_metric_history(wild.info.run_id, "loss")) > 1e6
+    assert ylims[0][1] < 1e3 and ylims[1][1] < 1e3
+    assert {"lr=0.05", "lr=0.1", "lr=0.25", "diverged"} <= set(legend)
+    assert all(leg is None for leg in inside)
+    _, lines, legend, _ = seen["paths.png"]
+    points = np.concatenate([p for p in lines if p.size])
+    assert np.abs(points).max() <= 5.0 + 1e-9  # the default quadratic's window is [-5, 5]²
+    assert "left the window" in legend
