@@ -37,6 +37,7 @@ WANTED = {
     "sgd_noise": [("custom:sgd_noise_gaps", "sgd_noise.png")],
     "edge_of_stability": [("run:mlp-chebyshev-gd-lr0.1-0.3x3-s0-n3:sharpness.png",
                            "edge_of_stability.png")],
+    "catapult": [("run:uv-gd-lr0.75-2.25x4-s0-n4:sharpness.png", "catapult.png")],
     "batch_size": [("custom:batch_size_points", "batch_size.png")],
     "logistic_real": [("custom:logistic_real_loss", "logistic_real_loss.png"),
                       ("custom:logistic_real_test_loss", "logistic_real_test_loss.png"),

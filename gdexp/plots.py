@@ -362,6 +362,12 @@ def sharpness_curves(steps, sharpness, threshold, loss_steps, loss, path, labels
         elif level.size:  # a schedule moves the threshold with the rate
             ax_s.plot(steps, _clip(thr[:, j]), color=color, ls="--", lw=1.0)
     ax_s.set_yscale("log", nonpositive="mask")
+    # a diverging start's sharpness would squash the thresholds into one line: what matters
+    # is near them, so the axis ends a decade above the highest (such lines leave at the top)
+    top = 10 * np.nanmax(thr) if np.isfinite(thr).any() else np.inf
+    finite = lam[np.isfinite(lam) & (lam > 0)]
+    if finite.size and finite.max() > top:
+        ax_s.set_ylim(min(finite.min(), np.nanmin(thr)) / 1.5, top)
     ax_s.set_ylabel("sharpness λmax  (--: threshold)")
     _plot_columns(ax_f, loss_steps, loss, None)
     _log_or_symlog(ax_f, loss)

@@ -88,3 +88,66 @@ def test_edge_of_stability_preset_holds(outputs):
         assert loss[-1] < loss[0] and np.any(np.diff(loss) > 0)
         assert tags[f"{key}.long_run.held"] == tags[f"{key}.nonmonotone.held"] == "true"
     assert tags["claim.held"] == "true"
+
+
+def _uv_closed_form(x0: np.ndarray, lr: float, steps: int, width: int):
+    """Lewkowycz et al.'s exact two-number recursion for GD on the uv model with target 0:
+    with f = vᵀu/√m and λ = (‖u‖² + ‖v‖²)/m,
+    f' = f(1 − ηλ + η²f²/m),  λ' = λ + ηf²(ηλ − 4)/m  (expand one GD step of u and v)."""
+    u, v = x0[:width], x0[width:]
+    f, lam = float(u @ v) / np.sqrt(width), float(u @ u + v @ v) / width
+    fs, lams = [f], [lam]
+    for _ in range(steps):
+        f, lam = (f * (1 - lr * lam + lr * lr * f * f / width),
+                  lam + lr * f * f * (lr * lam - 4) / width)
+        fs.append(f)
+        lams.append(lam)
+        if not np.isfinite(f) or abs(f) > 1e150:
+            break
+    return np.array(fs), np.array(lams)
+
+
+def test_catapult_preset_follows_the_closed_form_model(outputs):
+    """The preset's run against the uv model's closed-form (f, λ) recursion, an independent
+    solver: its loss curve is ½f_t² step by step; η·λ0 < 2 never rises, 2 < η·λ0 < 4 spikes
+    then converges where λ < 2/η (the final sharpness equals the recursion's λ), and
+    η·λ0 > 4 diverges; the stored claim rows say the same."""
+    proc = run_cli("run", "experiment=catapult", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "claim catapult: held (6/6 rows)" in proc.stdout
+    client, (r,) = _only_run(outputs, "catapult")
+    m, tags = r.data.metrics, r.data.tags
+    art = client.download_artifacts(r.info.run_id, "", str(outputs / "dl"))
+    t, d = np.load(f"{art}/trace.npz"), np.load(f"{art}/diagnostics.npz")
+    width = 1000
+    phases = []
+    for j, lr in enumerate(t["base_lr"]):
+        x0 = t["x0"][:, j]
+        taken = int(t["steps_taken"][j])
+        fs, lams = _uv_closed_form(x0, lr, taken, width)
+        lam0 = lams[0]
+        loss = t["loss"][: taken + 1, j]
+        ok = np.isfinite(loss) & (loss < 1e12)
+        # rtol on the loss, and an atol for the last steps, where f ~ 1e-8 is a sum of 1000
+        # products of size 1 and so carries rounding ~1e-15 (loss error ~1e-23)
+        np.testing.assert_allclose(loss[ok], 0.5 * fs[: taken + 1][ok] ** 2, rtol=1e-7,
+                                   atol=1e-20)
+        key = f"claim.x{lr * d['sharpness'][0, j]:.2f}"
+        if lr * lam0 < 2:
+            phases.append("lazy")
+            assert np.all(np.diff(loss) <= 0)
+            assert m[f"{key}.lazy.spike.measured"] == 1.0
+        elif lr * lam0 < 4:
+            phases.append("catapult")
+            assert loss.max() > 10 * loss[0]
+            assert lams[-1] < 2 / lr
+            final = m[f"{key}.catapult.final_ratio.measured"]
+            assert final == pytest.approx(lr * lams[-1] / 2, rel=1e-6)
+            assert final < 1 and tags[f"{key}.catapult.final_ratio.held"] == "true"
+            assert m[f"{key}.catapult.spike.measured"] == pytest.approx(loss.max() / loss[0])
+        else:
+            phases.append("divergent")
+            assert not np.isfinite(fs[-1]) or abs(fs[-1]) > 1e6
+            assert tags[f"{key}.divergent.held"] == "true"
+    assert phases == ["lazy", "catapult", "catapult", "divergent"]
+    assert tags["claim.held"] == "true"
