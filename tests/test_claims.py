@@ -200,3 +200,69 @@ def test_momentum_rates_preset_matches_the_spectral_radius(outputs, method, over
             state = a @ state
             xs.append(state[0])
         np.testing.assert_allclose(path[:, i], np.array(xs)[steps], rtol=0, atol=1e-12)
+
+
+def test_saddle_avoidance_preset_random_starts_miss_the_saddle(outputs):
+    """Lee et al. 2016 on ¼x⁴ − ½x² + ½y²: the random starts all end at (±1, 0), where the
+    analytic Hessian diag(3x² − 1, 1) is positive definite; a start on x = 0 follows
+    y_k = y_0(1 − η)^k exactly and ends at the saddle, Hessian diag(−1, 1)."""
+    proc = run_cli("run", "experiment=saddle_avoidance", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("run", "experiment=saddle_avoidance", "init=fixed", "init.x0=[0.0,1.5]",
+                   "init.n_starts=1", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client, runs = _only_run(outputs, "saddle_avoidance")
+    by_rows = {("random" if "claim.random.at_saddle.held" in r.data.tags else "manifold"): r
+               for r in runs}
+    rnd, on = by_rows["random"], by_rows["manifold"]
+    art = client.download_artifacts(rnd.info.run_id, "", str(outputs / "a"))
+    t = np.load(f"{art}/trace.npz")
+    assert np.all(t["x0"][0] != 0)
+    x, y = t["x"]
+    np.testing.assert_allclose(np.abs(x), 1.0, atol=1e-6)
+    np.testing.assert_allclose(y, 0.0, atol=1e-6)
+    assert np.all(3 * x ** 2 - 1 > 0)
+    assert rnd.data.metrics["claim.random.at_saddle.measured"] == 0.0
+    assert rnd.data.tags["claim.held"] == "true"
+
+    art = client.download_artifacts(on.info.run_id, "", str(outputs / "b"))
+    t = np.load(f"{art}/trace.npz")
+    k = t["path_steps"]
+    np.testing.assert_allclose(t["path"][:, 1, 0], 1.5 * (1 - 0.05) ** k, rtol=1e-12)
+    assert np.all(t["path"][:, 0, 0] == 0.0)
+    assert on.data.metrics["claim.manifold.at_saddle.measured"] == 1.0
+    assert on.data.tags["claim.held"] == "true"
+
+
+def _lessard_grad(x: float) -> float:
+    """f' of Lessard-Recht-Packard's function, from their paper's three pieces."""
+    return 25 * x if x < 1 else (x + 24 if x < 2 else 25 * x - 24)
+
+
+def test_heavy_ball_cycle_preset_cycles_while_gd_converges(outputs):
+    """Lessard et al. 2016, §4.6: heavy ball (α = 1/9, β = 4/9) from 3.3 follows the plain
+    recursion x' = x − αf'(x) + β(x − x_prev) (x_prev = x0) and ends on the paper's 3-cycle
+    (−1.8024, 2.1159, 0.6465); GD at 1/(2L) converges to 0."""
+    proc = run_cli("run", "experiment=heavy_ball_cycle", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("run", "experiment=heavy_ball_cycle", "optimizer.momentum=0",
+                   "optimizer.lr=0.02", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client, runs = _only_run(outputs, "heavy_ball_cycle")
+    hb = next(r for r in runs if r.data.params["optimizer.momentum"] != "0")
+    gd_run = next(r for r in runs if r.data.params["optimizer.momentum"] == "0")
+    art = client.download_artifacts(hb.info.run_id, "", str(outputs / "a"))
+    t = np.load(f"{art}/trace.npz")
+    path = t["path"][:, 0, 0]
+    xs, prev, x = [3.3], 3.3, 3.3
+    for _ in range(int(t["path_steps"][-1])):
+        prev, x = x, x - _lessard_grad(x) / 9 + 4 / 9 * (x - prev)
+        xs.append(x)
+    np.testing.assert_allclose(path, np.array(xs)[t["path_steps"]], rtol=0, atol=1e-9)
+    assert sorted(np.round(path[-3:], 4)) == [-1.8024, 0.6465, 2.1159]
+    m, tags = hb.data.metrics, hb.data.tags
+    assert m["claim.heavy_ball.period.measured"] == 3.0 == m["claim.heavy_ball.period.paper"]
+    assert m["claim.heavy_ball.distance.measured"] == pytest.approx(0.6465, abs=1e-4)
+    assert tags["claim.held"] == "true"
+    assert gd_run.data.metrics["claim.gd.distance.measured"] <= 1e-6
+    assert gd_run.data.tags["claim.held"] == "true"
