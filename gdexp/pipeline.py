@@ -584,8 +584,12 @@ def announce(job: Job, outcome: Outcome, out=sys.stdout) -> None:
     """The result lines of a run: its outcome, and its run id (on the same line for a
     sweep's job, whose sweep printed the link to its runs) or its links into the UI."""
     text = describe(job.name, job.plan.objective, outcome.result)
-    if outcome.claim is not None:
-        text = "\n".join([text, *claim_lines(outcome.claim)])
+    claim = [] if outcome.claim is None else claim_lines(outcome.claim)
+    if claim and job.label:  # a sweep's job keeps one line: whether its claim held
+        first, *rest = text.split("\n")
+        text = "\n".join([f"{first}  ({claim[0]})", *rest])
+    elif claim:
+        text = "\n".join([text, *claim])
     if outcome.run_id is None:
         print(job.lead + text, file=out, flush=True)
         return

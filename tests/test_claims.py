@@ -266,3 +266,16 @@ def test_heavy_ball_cycle_preset_cycles_while_gd_converges(outputs):
     assert tags["claim.held"] == "true"
     assert gd_run.data.metrics["claim.gd.distance.measured"] <= 1e-6
     assert gd_run.data.tags["claim.held"] == "true"
+
+
+def test_a_sweeps_jobs_keep_one_line_with_their_claim(outputs):
+    proc = run_cli("run", "-m", "experiment=heavy_ball_cycle", "init.x0=[3.1],[3.3]",
+                   "stop.max_steps=300", "tracking.plots=false", outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = [line for line in proc.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 2
+    assert all("(claim heavy_ball_cycle: held (2/2 rows))" in line for line in jobs)
+    assert not any(line.lstrip().startswith(("ok ", "NO ", "claim ")) for line in
+                   proc.stdout.splitlines())
+    _, runs = _only_run(outputs, "heavy_ball_cycle")
+    assert sorted(r.data.tags["claim.held"] for r in runs) == ["true", "true"]
