@@ -279,3 +279,26 @@ def test_a_sweeps_jobs_keep_one_line_with_their_claim(outputs):
                    proc.stdout.splitlines())
     _, runs = _only_run(outputs, "heavy_ball_cycle")
     assert sorted(r.data.tags["claim.held"] for r in runs) == ["true", "true"]
+
+
+def test_report_shows_claims_and_sharpness_figures(outputs, tmp_path):
+    """gdexp report: the claim rows next to each other (paper, measured, held) in the text and
+    in runs.md, and each run's sharpness figure when it kept its plots."""
+    common = ["objective=quadratic", "objective.eigenvalues=[1.0]", "init.x0=[1.0]",
+              "diagnostics.sharpness_every=1", "stop.max_steps=50", "claim=catapult"]
+    for extra in (["optimizer.lr=1.5"], ["optimizer.lr=0.5", "tracking.plots=false"]):
+        proc = run_cli("run", *common, *extra, outputs=outputs)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("report", "gdexp", "--out", str(tmp_path / "rep"), outputs=outputs)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines)
+                if line.startswith("run ") and "claim row" in line)
+    assert lines[head].split() == ["run", "claim", "row", "paper", "measured", "held", "statement"]
+    rows = [line.split()[:5] for line in lines[head + 2: head + 4]]
+    assert sorted(r[1:] for r in rows) == [["x0.50.lazy.spike", "1", "1", "true"],
+                                           ["x1.50.lazy.spike", "1", "1", "true"]]
+    md = (tmp_path / "rep" / "runs.md").read_text()
+    assert "## Claims" in md and "| x1.50.lazy.spike | 1 | 1 | true |" in md
+    figs = sorted(p.name for p in (tmp_path / "rep").glob("sharpness-*.png"))
+    assert figs == ["sharpness-quadratic-gd-lr1.5-s0.png"]
