@@ -33,6 +33,9 @@ class Row(NamedTuple):
 class Claim(NamedTuple):
     reference: str
     check: Callable[[Evidence], list]
+    # what the run must record for the check (config.py refuses a run without it):
+    # "diagnostics" (diagnostics.enabled) or "sharpness" (diagnostics.sharpness_every > 0)
+    needs: tuple = ("diagnostics",)
 
 
 def _rate_key(lr: float) -> str:
@@ -238,11 +241,12 @@ def heavy_ball_cycle(ev: Evidence) -> list:
 CLAIMS: dict[str, Claim] = {
     "edge_of_stability": Claim(
         "J. Cohen, S. Kaur, Y. Li, J. Z. Kolter, A. Talwalkar, 'Gradient descent on neural "
-        "networks typically occurs at the edge of stability', ICLR 2021", edge_of_stability),
+        "networks typically occurs at the edge of stability', ICLR 2021", edge_of_stability,
+        ("sharpness",)),
     "catapult": Claim(
         "A. Lewkowycz, Y. Bahri, E. Dyer, J. Sohl-Dickstein, G. Gur-Ari, 'The large learning "
         "rate phase of deep learning: the catapult mechanism', arXiv:2003.02218 (2020)",
-        catapult),
+        catapult, ("sharpness",)),
     "momentum_rates": Claim(
         "B. T. Polyak, 'Some methods of speeding up the convergence of iteration methods', "
         "USSR Comput. Math. Math. Phys. 4 (1964); Y. Nesterov, Introductory Lectures on "
@@ -252,7 +256,7 @@ CLAIMS: dict[str, Claim] = {
         "to minimizers', COLT 2016", saddle_avoidance),
     "heavy_ball_cycle": Claim(
         "L. Lessard, B. Recht, A. Packard, 'Analysis and design of optimization algorithms "
-        "via integral quadratic constraints', SIAM J. Optim. 26 (2016)", heavy_ball_cycle),
+        "via integral quadratic constraints', SIAM J. Optim. 26 (2016)", heavy_ball_cycle, ()),
 }
 
 

@@ -99,6 +99,7 @@ class Plan:
     line_search: Optional[Armijo]
     run_kwargs: dict        # max_steps, tolerances, budgets for descent.run
     diagnostics: Optional[dict] = None  # keyword arguments of diagnostics.analyse; None: off
+    claim: Optional[str] = None         # a name in claims.CLAIMS, checked after the descent
 
     @property
     def n(self) -> int:
@@ -645,8 +646,28 @@ def build(cfg: DictConfig) -> Plan:
     )
     if objective.n_samples:
         run_kwargs.update(minibatch_options(cfg, objective))
+    diagnostics = diagnostics_options(cfg)
     return Plan(objective, x0, optimizer, lr, schedule, line_search, run_kwargs,
-                diagnostics_options(cfg))
+                diagnostics, claim_name(cfg, diagnostics))
+
+
+def claim_name(cfg: DictConfig, diagnostics: Optional[dict]) -> Optional[str]:
+    """The ``claim`` to check after the descent (None: none), refused when unknown or when
+    the run would not record what its check reads."""
+    from .claims import CLAIMS
+
+    name = cfg.get("claim")
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in CLAIMS:
+        raise ConfigError(f"claim: expected null or one of {', '.join(CLAIMS)}, got {_fmt(name)}")
+    needs = CLAIMS[name].needs
+    if ("diagnostics" in needs or "sharpness" in needs) and diagnostics is None:
+        raise ConfigError(f"diagnostics.enabled: expected true for claim {name}, got false")
+    if "sharpness" in needs and not diagnostics["sharpness_every"]:
+        raise ConfigError(f"diagnostics.sharpness_every: expected an integer >= 1 for claim "
+                          f"{name}, got 0")
+    return name
 
 
 def check_tracking(cfg: DictConfig) -> None:

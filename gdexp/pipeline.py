@@ -34,6 +34,7 @@ class Outcome:
     experiment_id: Optional[str] = None
     uri: Optional[str] = None
     skipped: bool = False
+    claim: Optional[dict] = None         # claims.evaluate's answer when the run checked one
 
     @property
     def value(self) -> float:
@@ -523,9 +524,10 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False) ->
     the run."""
     cfg, plan = job.cfg, job.plan
     diag = _diagnose(cfg, plan, result, monitor)
+    claim = check_claim(cfg, plan, result, diag)
     art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots)
     if job.uri is None:
-        return Outcome(result)
+        return Outcome(result, claim=claim)
     from . import tracking
 
     client = job.client
@@ -543,18 +545,51 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False) ->
     if diag is not None:
         scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
                                  {**tags, **diag["tags"]})
+    if claim is not None:
+        scalars, tags = {**scalars, **claim["metrics"]}, {**tags, **claim["tags"]}
     metrics = tracking.scalar_metrics(scalars, stamp)
     for key, (steps, values) in series.items():
         metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
     tracking.log(client, job.run_id, metrics=metrics, tags=tags,
                  params=tracking.flatten(job.resolved) if with_params else None)
-    return Outcome(result, job.run_id, job.experiment_id, job.uri)
+    return Outcome(result, job.run_id, job.experiment_id, job.uri, claim=claim)
+
+
+def check_claim(cfg: DictConfig, plan: config.Plan, result: Result,
+                diag: Optional[dict]) -> Optional[dict]:
+    """The run's ``claim`` checked on its result (claims.evaluate), or None without one."""
+    if plan.claim is None:
+        return None
+    from . import claims
+
+    ev = claims.Evidence(plan.objective, result, diag, str(cfg.optimizer.name),
+                         OmegaConf.to_container(cfg.optimizer, resolve=True))
+    return claims.evaluate(plan.claim, ev)
+
+
+def claim_lines(claim: dict) -> list[str]:
+    """The claim in words: whether it held, then one line per row (paper vs measured)."""
+    tags = claim["tags"]
+    rows = claim["rows"]
+    held = sum(r.held for r in rows)
+    head = (f"claim {tags['claim']}: {'held' if tags['claim.held'] == 'true' else 'NOT held'}"
+            f" ({held}/{len(rows)} rows)")
+    if "claim.error" in tags:
+        head += f": {tags['claim.error']}"
+    return [head] + [f"  {'ok ' if r.held else 'NO '} {r.key}: paper {r.paper:.4g}, "
+                     f"measured {r.measured:.4g}  ({r.statement})" for r in rows]
 
 
 def announce(job: Job, outcome: Outcome, out=sys.stdout) -> None:
     """The result lines of a run: its outcome, and its run id (on the same line for a
     sweep's job, whose sweep printed the link to its runs) or its links into the UI."""
     text = describe(job.name, job.plan.objective, outcome.result)
+    claim = [] if outcome.claim is None else claim_lines(outcome.claim)
+    if claim and job.label:  # a sweep's job keeps one line: whether its claim held
+        first, *rest = text.split("\n")
+        text = "\n".join([f"{first}  ({claim[0]})", *rest])
+    elif claim:
+        text = "\n".join([text, *claim])
     if outcome.run_id is None:
         print(job.lead + text, file=out, flush=True)
         return

@@ -410,10 +410,45 @@ def _group_points(x, y, labels) -> dict:
 MAX_PATHS = 100  # more starts than this: the contour shows an even subset of their paths
 
 
+def sharpness_curves(steps, sharpness, threshold, loss_steps, loss, path, labels=None,
+                     title=None, stops=None) -> Path:
+    """Sharpness λmax(∇²f(x_k)) against step with each column's stability threshold (2/η for
+    GD) as a dashed line of the same colour, and the loss below, one line per column, log y."""
+    steps = np.asarray(steps, dtype=float)
+    lam, thr = _columns(sharpness), _columns(threshold)
+    loss_steps = np.asarray(loss_steps, dtype=float)
+    loss = _columns(loss)
+    if stops is not None:
+        loss = np.where(loss_steps[:, None] > np.asarray(stops, dtype=float)[None, :],
+                        np.nan, loss)
+    fig, (ax_s, ax_f) = _figure(2, sharex=True)
+    _plot_columns(ax_s, steps, lam, labels)
+    for j, color in enumerate(_colors(lam.shape[1])):
+        level = thr[np.isfinite(thr[:, j]), j]
+        if level.size and np.all(level == level[0]):  # a constant rate: one line
+            ax_s.axhline(level[0], color=color, ls="--", lw=1.0)
+        elif level.size:  # a schedule moves the threshold with the rate
+            ax_s.plot(steps, _clip(thr[:, j]), color=color, ls="--", lw=1.0)
+    ax_s.set_yscale("log", nonpositive="mask")
+    # a diverging start's sharpness would squash the thresholds into one line: what matters
+    # is near them, so the axis ends a decade above the highest (such lines leave at the top)
+    top = 10 * np.nanmax(thr) if np.isfinite(thr).any() else np.inf
+    finite = lam[np.isfinite(lam) & (lam > 0)]
+    if finite.size and finite.max() > top:
+        ax_s.set_ylim(min(finite.min(), np.nanmin(thr)) / 1.5, top)
+    ax_s.set_ylabel("sharpness λmax  (--: threshold)")
+    _plot_columns(ax_f, loss_steps, loss, None)
+    _log_or_symlog(ax_f, loss)
+    ax_f.set_ylabel("f")
+    ax_f.set_xlabel("step")
+    return _finish(fig, ax_s, path, labels, lam.shape[1], title)
+
+
 def run_figures(out_dir, objective: Objective, result, diag=None, title=None) -> list[Path]:
     """The figures of one run, chosen by what it has: every run gets its curves; 2-D runs a
     contour with paths; many starts an atlas and an ECDF; a learning-rate axis the outcome
-    against lr; the Taylor ratio when the diagnostics computed it."""
+    against lr; the Taylor ratio when the diagnostics computed it; the sharpness with its
+    thresholds and the loss when the run recorded a sharpness curve (up to MAX_LEGEND starts)."""
     out_dir = Path(out_dir)
     n = result.n
     f_min = objective.f_min if objective.global_minima else None
@@ -446,6 +481,12 @@ def run_figures(out_dir, objective: Objective, result, diag=None, title=None) ->
         steps, ratio = diag["curves"]["taylor_ratio"]
         made.append(taylor_ratio(steps, ratio, out_dir / "taylor_ratio.png",
                                  title=title if n == 1 else f"{title or ''} (median)".strip()))
+    if diag and "sharpness" in diag["parts"] and n <= MAX_LEGEND:
+        arr = diag["arrays"]
+        made.append(sharpness_curves(arr["sharpness_steps"], arr["sharpness"],
+                                     arr["stability_threshold"], t.steps, t.loss,
+                                     out_dir / "sharpness.png", labels=labels, title=title,
+                                     stops=result.steps))
     if t.evals or t.batch_loss is not None:
         made.append(learning_curves(t, out_dir / "learning.png", f_min=f_min, title=title))
     if objective.n_samples and n > 1:

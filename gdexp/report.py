@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -403,12 +404,35 @@ def common_params(runs: list[RunRecord], keys: list[str]) -> dict[str, tuple[str
     return out
 
 
+def claim_table(runs: list[RunRecord]) -> Optional[Table]:
+    """The claim rows the runs checked (see claims.evaluate), paper next to measured, one row
+    per run and claim row; None when no run checked a claim."""
+    rows = []
+    for r in runs:
+        for tag in sorted(r.tags):
+            if not (tag.startswith("claim.") and tag.endswith(".held")) or tag == "claim.held":
+                continue
+            key = tag[len("claim."):-len(".held")]
+            paper, measured = (r.metrics.get(f"claim.{key}.{k}") for k in ("paper", "measured"))
+            words = [r.tags[tag], r.tags.get(f"claim.{key}.statement", "")]
+            rows.append(([r.name, key, _raw(paper), _raw(measured), *words],
+                         [r.name, key, _fmt_number(paper), _fmt_number(measured), *words]))
+    if not rows:
+        return None
+    return Table(["run", "claim row", "paper", "measured", "held", "statement"],
+                 [raw for raw, _ in rows], [shown for _, shown in rows],
+                 [False, False, True, True, False, False])
+
+
 def write_markdown(sel: Selection, table: Table, keys: list[str], figures: list[Path],
-                   path: Path) -> Path:
+                   path: Path, claims: Optional[Table] = None) -> Path:
     lines = [f"# Report: {sel.title}", "", f"{sel.description}.", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')}; "
              f"runs table: {tracking.ui_links(sel.uri, sel.experiment_id)}", "",
              "## Runs", "", format_markdown(table), ""]
+    if claims is not None:
+        lines += ["## Claims (published number next to the measured one)", "",
+                  format_markdown(claims), ""]
     common = common_params(sel.runs, keys)
     if common:
         total = len(sel.runs)
@@ -582,6 +606,7 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
                 title=f"{sel.title}: actual / first-order decrease{what}"))
     if "optimizer.lr" in keys:
         figures += _lr_figures(plots, runs, keys, out_dir, sel, f_min)
+    figures += _sharpness_figures(artifacts, runs, out_dir)
     flat = [(objective, group) for objective, group in objectives.values() if objective.dim == 2]
     for i, (objective, group) in enumerate(flat):
         # labelled by what varies among the runs drawn together
@@ -612,6 +637,24 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
         figures.append(plots.contour_paths(objective, lines, out_dir / f"{name}.png",
                                            labels=path_labels, title=title, groups=groups,
                                            values=lr if by_lr else None))
+    return figures
+
+
+MAX_SHARPNESS_FIGURES = 10
+
+
+def _sharpness_figures(artifacts: Artifacts, runs: list[RunRecord], out_dir: Path) -> list[Path]:
+    """Each run's own sharpness figure (its sharpness with each threshold, and the loss), for
+    the runs that recorded a sharpness curve and kept their plots (the first ten)."""
+    figures = []
+    for r in [r for r in runs if "sharpness_x0" in r.metrics][:MAX_SHARPNESS_FIGURES]:
+        try:
+            src = artifacts.get(r.run_id, "plots/sharpness.png")
+        except Exception:  # noqa: BLE001 - tracking.plots=false, or more starts than it draws
+            continue
+        dst = out_dir / f"sharpness-{_slug(r.name)}.png"
+        shutil.copyfile(src, dst)
+        figures.append(dst)
     return figures
 
 
@@ -695,12 +738,17 @@ def report(args, out=sys.stdout) -> Path:
     print(file=out)
     print(format_text(table), file=out)
     print(file=out, flush=True)
+    claims = claim_table(runs)
+    if claims is not None:
+        print(format_text(claims), file=out)
+        print(file=out, flush=True)
 
     out_dir = output_dir(args.out, sel)
     with tempfile.TemporaryDirectory(prefix="gdexp-report-") as tmp:
         figures = make_figures(client, sel, runs, keys, out_dir, Path(tmp))
     files = [write_csv(table, out_dir / FILES["csv"]),
-             write_markdown(sel, table, keys, figures, out_dir / FILES["markdown"]), *figures]
+             write_markdown(sel, table, keys, figures, out_dir / FILES["markdown"], claims),
+             *figures]
     print(f"wrote {out_dir}/: {', '.join(p.name for p in files)}", file=out)
     if sel.parent is not None:
         for p in files:

@@ -317,3 +317,17 @@ def test_diverged_points_sit_above_the_others(drawn, tmp_path):
     assert list(xs) == [8.0] and label in fig.legend
     line = next(line for line in fig.lines[0] if line[2] == "a")
     assert list(line[0]) == [1.0, 2.0, 4.0]
+
+def test_sharpness_curves_with_thresholds_and_diverged_columns(tmp_path):
+    steps = np.arange(0, 50, 10)
+    lam = np.array([[5.0, 5.0], [9.0, 30.0], [10.5, np.nan], [9.8, np.nan], [10.1, np.nan]])
+    thr = np.array([[10.0, 20.0]] * 5)
+    moving = np.column_stack([np.linspace(10, 20, 5), np.full(5, np.nan)])
+    loss_steps = np.arange(50)
+    loss = np.column_stack([np.linspace(1, 0.1, 50), np.r_[np.linspace(1, 1e5, 12),
+                                                            np.full(38, np.inf)]])
+    assert_png(plots.sharpness_curves(steps, lam, thr, loss_steps, loss, tmp_path / "s.png",
+                                      labels=["lr=0.2", "lr=0.1"], title="t",
+                                      stops=np.array([49, 12])))
+    assert_png(plots.sharpness_curves(steps, lam[:, 0], moving[:, 0], loss_steps, loss[:, 0],
+                                      tmp_path / "one.png"))
