@@ -99,3 +99,29 @@ def test_a_job_that_stops_at_step_zero():
     assert alone[0].steps[0] == 0 and alone[0].trace.steps.tolist() == [0]
     for a, b in zip(together, alone):
         assert_same(a, b)
+
+
+def test_held_out_evaluations_of_a_learning_problem_are_each_job_s_own():
+    from gdexp import config
+
+    from .conftest import compose_config
+
+    plan = config.build(compose_config("objective=least_squares", "data=diabetes",
+                                       "tracking.enabled=false"))
+    obj = plan.objective
+    assert obj.evaluate is not None  # a held-out split: test_loss recorded per job
+    rng = np.random.default_rng(3)
+    L = obj.constants["L"]
+    # converges early, runs to the budget, diverges, and a two-start job with a rate axis
+    jobs = [(np.zeros(obj.dim), 1.0 / L), (rng.normal(size=(obj.dim, 1)), 0.1 / L),
+            (rng.normal(size=(obj.dim, 1)), 2.5 / L),
+            (rng.normal(size=(obj.dim, 2)), np.array([0.5 / L, 1.5 / L]))]
+    together, alone = lone_and_batched(obj, jobs, OPTIMIZERS["gd"](), max_steps=700,
+                                       grad_tol=3e-3, diverge_above=1e8, evaluate=obj.evaluate,
+                                       eval_every=7, trace_budget=[200, 60, 200, 100])
+    outcomes = {o for r in alone for o in r.outcomes}
+    assert outcomes == {"converged", "max_steps", "diverged"}, outcomes
+    for a, b in zip(together, alone):
+        assert set(b.trace.evals) >= {"test_loss"}
+        assert b.trace.eval_steps[-1] == b.steps.max()  # closed at the job's own last step
+        assert_same(a, b)
