@@ -187,9 +187,13 @@ def from_run(run_id: str, uri: str, flag: str, dst: Path, check: bool):
     """Find the run in the store and fetch its config (and, for --check, its results)."""
     mlflow_client = tracking.open_existing(
         uri, flag, "; pass --uri or set GDEXP_OUTPUTS to the folder the run wrote to")
-    run = tracking.get_run(mlflow_client, run_id)
+    try:
+        run = tracking.get_run(mlflow_client, run_id)
+    except ConfigError as e:
+        raise ReproduceError(str(e)) from None
     if run is None:
         raise ReproduceError(f"RUN_ID: no run {run_id!r} in {uri}; pass --uri for another store")
+    run_id = run.info.run_id  # the full id when a prefix was given
     if run.data.tags.get("gdexp.sweep") == "true":
         children = tracking.child_run_ids(mlflow_client, run.info.experiment_id, run_id)
         hint = f"; e.g. {PROG} {children[0]}" if children else ""

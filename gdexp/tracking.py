@@ -622,16 +622,34 @@ def open_existing(uri: str, flag: str, hint: str = ""):
         raise ConfigError(f"{flag}: cannot open the store {uri} ({first})") from None
 
 
+# Result lines show a run id's first 8 characters; that prefix finds the run again.
+MIN_PREFIX = 8
+
+
 def get_run(mlflow_client, run_id: str):
-    """The run with this id, or None when the store does not hold it."""
+    """The run with this id, or with this unique prefix of at least MIN_PREFIX hex digits (as
+    a sweep's result lines print them), or None when the store holds no such run."""
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.get_run(run_id)
     except MlflowException as e:
-        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    if not (MIN_PREFIX <= len(run_id) < 32 and re.fullmatch(r"[0-9a-f]+", run_id)):
+        return None
+    found, token = [], None
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    while experiments:
+        page = mlflow_client.search_runs(experiments, max_results=1000, page_token=token)
+        found += [r for r in page if r.info.run_id.startswith(run_id)]
+        token = page.token
+        if not token:
+            break
+    if len(found) > 1:
+        raise ConfigError(f"RUN_ID: {run_id!r} is the start of {len(found)} run ids "
+                          f"({', '.join(r.info.run_id for r in found[:3])}, ...); give more of it")
+    return found[0] if found else None
 
 
 def child_run_ids(mlflow_client, experiment_id: str, parent_id: str) -> list[str]:

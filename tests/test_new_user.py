@@ -148,3 +148,19 @@ def test_every_objective_with_its_defaults_gives_a_run_that_does_not_blow_up(opt
     # progress: the loss fell from the start (or the start already was a minimum)
     start, end = result.trace.loss[0], result.trace.loss[-1]
     assert np.all((end < start) | (result.trace.grad_norm[0] == 0)), (option, start, end)
+
+
+def test_the_short_id_a_sweep_prints_reproduces_its_batched_job_bit_for_bit(outputs):
+    # a learning problem with a held-out split: two jobs descended together, each re-run alone
+    proc = run_cli("run", "-m", "objective=least_squares", "data=diabetes",
+                   "optimizer.lr=0.1,0.6", "init=model", "init.n_starts=2", "stop.max_steps=150",
+                   "tracking.plots=false", outputs=outputs, check=True)
+    assert "group 1/1: 2 jobs" in proc.stdout
+    short = re.findall(r"\[run ([0-9a-f]{8})\]$", proc.stdout, re.M)
+    assert len(short) == 2
+    for run_id in short:
+        again = run_cli("reproduce", run_id, "--check", outputs=outputs)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "reproduced: bit-identical" in again.stdout
+    unknown = run_cli("reproduce", "0123abcd", outputs=outputs)
+    assert unknown.returncode == 2 and "no run '0123abcd'" in unknown.stderr
