@@ -434,6 +434,7 @@ class Job:
     chash: Optional[str] = None
     tags: Optional[dict] = None          # the run's tags at creation
     run_id: Optional[str] = None
+    artifact_uri: Optional[str] = None   # the run's, from its creation
 
     @property
     def client(self):
@@ -508,7 +509,7 @@ def skip(job: Job, out=sys.stdout) -> Optional[Outcome]:
 def start(job: Job) -> str:
     """Create the job's run (RUNNING) in the store."""
     run = job.client.create_run(job.experiment_id, run_name=job.name, tags=job.tags)
-    job.run_id = run.info.run_id
+    job.run_id, job.artifact_uri = run.info.run_id, run.info.artifact_uri
     return job.run_id
 
 
@@ -531,9 +532,8 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False) ->
     from . import tracking
 
     client = job.client
-    # artifacts first: the client looks the run up to find its artifact folder, and that
-    # look-up is cheaper before the run holds its metrics
-    tracking.log_artifacts(client, job.run_id, art)
+    # the run's artifact folder is known from its creation: no look-up of the run
+    tracking.log_artifacts(client, job.run_id, art, job.artifact_uri)
     stamp = int(time.time() * 1000)
     cap = cfg.tracking.max_curve_points
     scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)

@@ -494,7 +494,8 @@ def log(mlflow_client, run_id: str, *, metrics=(), params: Optional[dict] = None
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
-def log_artifacts(mlflow_client, run_id: str, folder: Path) -> None:
+def log_artifacts(mlflow_client, run_id: str, folder: Path,
+                  artifact_uri: Optional[str] = None) -> None:
     """Put the files of ``folder`` into the run's artifacts without a second copy on disk.
 
     With a local artifact store each file is hard-linked (one copy, two names: the run
@@ -503,7 +504,8 @@ def log_artifacts(mlflow_client, run_id: str, folder: Path) -> None:
     (a full disk) leaves no partial artifacts. A server gets them uploaded as usual."""
     from mlflow.utils.file_utils import local_file_uri_to_path
 
-    uri = mlflow_client.get_run(run_id).info.artifact_uri
+    # ``artifact_uri``: the run's, as create_run returned it (saves a look-up per run)
+    uri = artifact_uri or mlflow_client.get_run(run_id).info.artifact_uri
     if urlparse(uri).scheme not in ("", "file"):
         mlflow_client.log_artifacts(run_id, str(folder))
         return
