@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from . import config, formatting, tracking
 from .config import ConfigError

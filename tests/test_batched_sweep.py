@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from gdexp import batch, pipeline, processes
 
-from .conftest import compose_config, run_cli, store_uri
+from .conftest import compose_config, store_uri
 
 # two objectives × two rates × two seeds of uniform starts (one rate diverges on Rosenbrock)
 MIXED = ("objective=quadratic,rosenbrock", "optimizer.lr=0.0019,0.01", "seed=0,1",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import autograd.numpy as anp
-import numpy as np
 
 from .base import Minimum, Objective, _box, _frozen, _int_arg, _real_arg, colsum
 
