@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import cpu, goal, interleave, paired_ratio, say, summary
+from common import bare_gd, cpu, goal, interleave, paired_ratio, say, summary
 
 X0 = np.array([-1.2, 1.0])  # the classic Rosenbrock start
 LR = 5e-4                   # stable along the whole path (curvature stays below 2/LR = 4000)
@@ -17,21 +17,13 @@ def _rosenbrock():
 
 def p1_runner_overhead(steps: int, rounds: int) -> dict:
     """descent.run on one start vs `x -= lr·g` with autograd's value_and_grad, same steps."""
-    from autograd import value_and_grad
-
     from gdexp import descent
 
     objective, optimizer = _rosenbrock()
     say(f"P1: runner vs bare value_and_grad loop, 2-D Rosenbrock, plain GD, {steps} steps, "
         f"{rounds} rounds")
 
-    def bare():
-        vg = value_and_grad(objective.f)
-        x = X0.copy()
-        for _ in range(steps):
-            _, g = vg(x)
-            x = x - LR * g
-        return x
+    bare = bare_gd(objective.f, X0, LR, steps)
 
     def runner():
         # No tolerance can fire: grad_tol/step_tol/value_tol default to 0 and the

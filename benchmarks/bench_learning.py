@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from common import cpu, goal, interleave, paired_ratio, say
+from common import bare_gd, cpu, goal, interleave, paired_ratio, say
 
 LR = 0.1
 
@@ -19,8 +19,6 @@ def _mlp():
 
 
 def l1_full_batch(steps: int, rounds: int) -> dict:
-    from autograd import value_and_grad
-
     from gdexp import descent
     from gdexp.optimizers import OPTIMIZERS
 
@@ -28,13 +26,7 @@ def l1_full_batch(steps: int, rounds: int) -> dict:
     x0 = obj.init_model(np.random.default_rng(0), 1)[:, 0]
     say(f"L1: full-batch GD on mlp (d={obj.dim}) vs bare value_and_grad, {steps} steps")
 
-    def bare():
-        vg = value_and_grad(obj.f)
-        x = x0.copy()
-        for _ in range(steps):
-            _, g = vg(x)
-            x = x - LR * g
-        return x
+    bare = bare_gd(obj.f, x0, LR, steps)
 
     def runner():
         return descent.run(obj, x0, OPTIMIZERS["gd"](), LR, max_steps=steps)
@@ -109,7 +101,6 @@ def schemes(rounds: int, n: int = 100) -> dict:
     from gdexp.objectives import colsum
 
     obj = _mlp()
-    ds_x, ds_y = obj.n_samples, None
     from gdexp.objectives import data
     ds = data.moons(n_samples=200, test_fraction=0.2)
     xtr, ytr = ds.x_train, ds.y_train

@@ -159,3 +159,18 @@ def machine() -> dict:
         load = None
     return {"python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "load_average": load}
+
+
+def bare_gd(f: Callable, x0, lr: float, steps: int) -> Callable[[], object]:
+    """The baseline of the per-step goals: `x -= lr·g` with autograd's value_and_grad alone."""
+    from autograd import value_and_grad
+
+    def bare():
+        vg = value_and_grad(f)
+        x = x0.copy()
+        for _ in range(steps):
+            _, g = vg(x)
+            x = x - lr * g
+        return x
+
+    return bare

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Sequence, Union
 
-from . import descent, pipeline, processes
+from . import descent, pipeline
 from .pipeline import Job, Outcome
 
 # Top-level keys a job of a group may set on its own: the starts (seed, init), what happens
@@ -70,25 +69,19 @@ def form_groups(jobs: Sequence[Job], max_jobs: int = MAX_GROUP_JOBS,
     return groups
 
 
-class GroupProgress:
+class GroupProgress(pipeline.Progress):
     """`group 2/5: 40 jobs, step k/N` when the group starts and every few seconds after."""
 
     def __init__(self, label: str, n_jobs: int, max_steps: int, every_seconds: float = 5.0,
                  stream=None):
+        super().__init__(every_seconds, stream or sys.stdout)
         self.head = f"{label}: {n_jobs} job{'s' if n_jobs != 1 else ''}"
-        self.max_steps, self.every = max_steps, every_seconds
-        self.stream = stream or sys.stdout
-        self.last = time.perf_counter()
+        self.max_steps = max_steps
         print(f"{self.head}, step 0/{max_steps}", file=self.stream, flush=True)
 
     def __call__(self, k, x, f, grad_norm, active):
-        if k & 1023:
+        if not self.due(k):
             return
-        processes.check()
-        now = time.perf_counter()
-        if now - self.last < self.every:
-            return
-        self.last = now
         print(f"{self.head}, step {k}/{self.max_steps}  active {int(active.sum())}/{active.size}",
               file=self.stream, flush=True)
 

@@ -499,8 +499,8 @@ def _count_starts(cfg) -> tuple[int, str]:
         n, key = number(cfg, "init.n_starts", minimum=1, integer=True), "init.n_starts"
     # the node, not its value: plain GD's default rate is the objective's own, and resolving
     # it would build the objective this estimate must size first
-    lr = cfg.optimizer._get_node("lr")
-    rates = len(lr) if OmegaConf.is_list(lr) else 1
+    lr = OmegaConf.to_container(cfg.optimizer, resolve=False).get("lr")
+    rates = len(lr) if isinstance(lr, list) else 1
     return n, key, rates
 
 

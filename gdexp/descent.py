@@ -326,11 +326,11 @@ class _Jobs:
             c, p = curves.size, path.size
             extra = {}
             if batches is not None:
-                extra.update(_closed(batches, own, k, {"batch_loss": fb[mine]}, "batch_"))
+                steps, rows = _closed(batches, own, k, lambda: {"batch_loss": fb[mine]})
+                extra.update(batch_steps=steps, batch_loss=rows["batch_loss"])
             if evals is not None:
-                done = evals.size and evals.steps[evals.size - 1] == k
-                extra.update(_closed(evals, own, k, None if done else evaluate(x[:, mine]),
-                                     "eval_"))
+                steps, rows = _closed(evals, own, k, lambda: evaluate(x[:, mine]))
+                extra.update(eval_steps=steps, evals=rows)
             trace = Trace(
                 np.append(curves.steps[:c], k),
                 np.concatenate([curves.data["loss"][:c, own], f[None, mine]]),
@@ -341,20 +341,17 @@ class _Jobs:
             self.final[j] = (trace, x[:, mine].copy(), f[mine].copy(), gn[mine].copy())
 
 
-def _closed(recorder: _Recorder, own: slice, k: int, last: Optional[dict], prefix: str) -> dict:
-    """A job's rows of ``recorder`` with step k's row ``last`` appended unless it is there."""
+def _closed(recorder: _Recorder, own: slice, k: int, last: Callable[[], dict]):
+    """A job's steps and rows of ``recorder``, with step k's row ``last()`` appended unless
+    step k is there already."""
     m = recorder.size
-    steps = recorder.steps[:m]
-    data = {name: arr[:m, own] for name, arr in recorder.data.items()}
-    if last is not None and (m == 0 or steps[-1] != k):
+    steps = recorder.steps[:m].copy()
+    rows = {name: arr[:m, own].copy() for name, arr in recorder.data.items()}
+    if m == 0 or steps[-1] != k:
+        row = last()
         steps = np.append(steps, k)
-        data = {name: np.concatenate([v, np.asarray(last[name])[None]])
-                for name, v in data.items()}
-    else:
-        data = {name: v.copy() for name, v in data.items()}
-    if prefix == "batch_":
-        return {"batch_steps": steps.copy(), "batch_loss": data["batch_loss"]}
-    return {"eval_steps": steps.copy(), "evals": data}
+        rows = {name: np.concatenate([v, np.asarray(row[name])[None]]) for name, v in rows.items()}
+    return steps, rows
 
 
 def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps: int = 1000,

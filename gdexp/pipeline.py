@@ -329,14 +329,22 @@ class Progress:
         self.stream = stream or sys.stderr
         self.start = self.last = time.perf_counter()
 
-    def __call__(self, k, x, f, grad_norm, active):
+    def due(self, k) -> bool:
+        """Whether to print at step k: every few seconds, looked at every 1024 steps (where a
+        signal swallowed by a finalizer is raised again, see processes.check)."""
         if k & 1023:
-            return
+            return False
         processes.check()
         now = time.perf_counter()
         if now - self.last < self.every:
-            return
+            return False
         self.last = now
+        return True
+
+    def __call__(self, k, x, f, grad_norm, active):
+        if not self.due(k):
+            return
+        now = time.perf_counter()
         with np.errstate(all="ignore"):
             best = np.nanmin(np.where(np.isfinite(f), f, np.nan)) if np.isfinite(f).any() else f[0]
         print(f"  step {k}  {k / (now - self.start):,.0f} steps/s  f = {best:.6g}  "

@@ -90,15 +90,23 @@ def installed() -> bool:
 @contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
     """While cleaning up after a signal, a second Ctrl-C must not cut the cleanup short."""
-    if threading.current_thread() is not threading.main_thread():
+    with _handling(signal.SIG_IGN, threading.current_thread() is threading.main_thread()):
+        yield
+
+
+@contextlib.contextmanager
+def _handling(handler, active: bool = True) -> Iterator[None]:
+    """Ctrl-C and SIGTERM go to ``handler`` inside the block (when ``active``; signal
+    handlers can only be set in the main thread), to what they went to before after it."""
+    if not active:
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def is_launcher() -> bool:
@@ -187,15 +195,9 @@ def stop_descendants(grace: float = GRACE_SECONDS) -> int:
 def job_signals() -> Iterator[None]:
     """During a job in a worker process: SIGTERM (from the launcher) and Ctrl-C (a terminal
     signals its whole foreground group) raise Interrupted, so the job's run ends KILLED."""
-    if is_launcher() or threading.current_thread() is not threading.main_thread():
+    with _handling(_on_signal, not is_launcher()
+                   and threading.current_thread() is threading.main_thread()):
         yield
-        return
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # ---- which process holds a run ---------------------------------------------------------------
