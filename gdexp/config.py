@@ -717,6 +717,36 @@ def sweep_metric(cfg: DictConfig) -> str:
     return metric
 
 
+@functools.lru_cache(maxsize=None)
+def _yaml_dumper():
+    """libyaml's emitter with OmegaConf's own representers; None without libyaml."""
+    try:
+        from omegaconf._utils import get_omega_conf_dumper
+    except ImportError:  # pragma: no cover - OmegaConf moved it
+        return None
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+
+    class Dumper(yaml.CDumper):
+        pass
+
+    Dumper.add_representer(str, get_omega_conf_dumper().str_representer)
+    return Dumper
+
+
+def to_yaml(node: Any, resolve: bool = False) -> str:
+    """``OmegaConf.to_yaml(node, resolve=...)`` emitted by libyaml when it is there: the same
+    YAML (OmegaConf's quoting of strings that would read back as numbers, booleans or null),
+    up to where a long string wraps, at a tenth of the cost. A sweep writes five per job."""
+    dumper = _yaml_dumper()
+    if dumper is None:
+        return OmegaConf.to_yaml(node, resolve=resolve)
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=resolve, enum_to_str=True)
+    return yaml.dump(node, Dumper=dumper, default_flow_style=False, allow_unicode=True,
+                     sort_keys=False)
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain data with every interpolation resolved."""
     return OmegaConf.to_container(cfg, resolve=True)

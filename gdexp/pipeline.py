@@ -294,8 +294,8 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
 
 def _write_artifacts(art: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
                      result: Result, diag: Optional[dict], plots: bool) -> None:
-    (art / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (art / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    (art / "config.yaml").write_text(config.to_yaml(cfg, resolve=True))
+    (art / "overrides.yaml").write_text(config.to_yaml([str(o) for o in overrides]))
     t = result.trace
     extra = {f"eval.{k}": v for k, v in t.evals.items()}
     if t.eval_steps is not None:

@@ -205,3 +205,27 @@ def test_ctrl_c_marks_every_unfinished_run_of_the_group_killed(outputs):
     parents = [r for r in runs if r not in children]
     assert len(children) == 3 and {r.info.status for r in children} == {"KILLED"}
     assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_job_files_read_back_as_omegaconf_writes_them():
+    """The launcher writes a job's .hydra files with libyaml; they must read back exactly as
+    OmegaConf.to_yaml's do: strings that look like numbers, booleans or null stay strings,
+    interpolations stay unresolved, enums are their names, long and multi-line text survives."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from gdexp.config import to_yaml as _to_yaml
+
+    node = OmegaConf.create({
+        "numbers_as_text": ["1", "1.5", "1e3", "-2", ".inf", "nan", "0x1F", "1_000"],
+        "words": ["true", "False", "yes", "off", "null", "~", "", " padded ", "a: b", "#x"],
+        "interpolation": "${stop.max_steps}", "resolver": "${now:%H-%M-%S}",
+        "long": "word " * 60 + "\\ and an escape\t, \"quotes\" and 'single'",
+        "multi": "line one\nline two\n  indented\n", "unicode": "λmax ≤ 2/η",
+        "values": [1, 1.5, 1e-300, True, None, [], {}], "nested": {"a": {"b": [{"c": 1}]}}})
+    OmegaConf.update(node, "mode", RunMode.MULTIRUN, force_add=True)
+    ours, theirs = _to_yaml(node), OmegaConf.to_yaml(node)
+    assert OmegaConf.to_container(OmegaConf.create(ours)) == \
+        OmegaConf.to_container(OmegaConf.create(theirs))
+    assert yaml.safe_load(ours) == yaml.safe_load(theirs)
+    assert OmegaConf.create(ours).numbers_as_text[2] == "1e3"  # not the float 1000.0
