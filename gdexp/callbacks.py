@@ -17,6 +17,9 @@ SWEEP_FILE = ".gdexp_sweep.json"
 # What a sweeper writes at the end of a search (optuna, nevergrad, ax): its best point.
 RESULTS_FILE = "optimization_results.yaml"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# launchers that run every job in the launching process
+IN_PROCESS_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+                        "hydra_plugins.gdexp_launcher.batched_launcher.BatchedLauncher")
 
 # The sweep run opened by this process (the launcher), so that the command line can close
 # it if the sweep dies before Hydra calls on_multirun_end; and in any process, the sweep of
@@ -58,7 +61,7 @@ class SweepCallback(Callback):
         return {**self.__dict__, "sweep": dict(_open_sweep)}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from . import config as gconfig
+        from . import config as gconfig, processes
 
         self.total_jobs = count_jobs(config)
         _launch.clear()
@@ -69,6 +72,9 @@ class SweepCallback(Callback):
                 gconfig.check_tracking(config)
         except gconfig.ConfigError as e:
             raise SweepError(str(e)) from None
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if launcher not in IN_PROCESS_LAUNCHERS:
+            processes.answer_ctrl_c_for_children()
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         if target != BASIC_SWEEPER:  # it does not show its jobs before launching them
             open_sweep(config)

@@ -374,6 +374,7 @@ def run(argv: list[str]) -> int:
     finally:
         with processes.signals_ignored():
             callbacks.close_sweep(status)
+        processes.answer_ctrl_c_here()
     return 0
 
 

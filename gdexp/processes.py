@@ -79,8 +79,39 @@ def install() -> None:
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    # a gdexp process answers both itself, even when started blocking them (see below)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if not getattr(sys.unraisablehook, "gdexp", False):
         sys.unraisablehook = _unraisable(sys.unraisablehook)
+
+
+_answering: list = []
+
+
+def answer_ctrl_c_for_children() -> None:
+    """Processes this one starts from now on begin with Ctrl-C blocked, and this process
+    answers it for them (it stops its descendants itself, see _on_signal).
+
+    A Ctrl-C in the terminal reaches the whole process group. A launcher's helper process that
+    is not gdexp's (submitit's local controller) would report it with a traceback of its own.
+    A child inherits its parent's signal mask, so the main thread blocks SIGINT; a thread
+    started just before keeps receiving it for this process, and Python runs the handler in
+    the main thread as always, once a blocking call there returns (launchers poll: ≤ 1 s).
+    A gdexp process unblocks it again (install)."""
+    if _answering or threading.current_thread() is not threading.main_thread():
+        return
+    receiver = threading.Thread(target=threading.Event().wait, name="gdexp-ctrl-c",
+                                daemon=True)
+    receiver.start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    _answering.append(receiver)
+
+
+def answer_ctrl_c_here() -> None:
+    """Undo answer_ctrl_c_for_children (the receiving thread stays, idle)."""
+    if _answering and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        _answering.clear()
 
 
 def installed() -> bool:

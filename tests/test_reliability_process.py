@@ -79,7 +79,7 @@ class Launched:
 
 
 def interrupt_and_check(outputs: Path, launched: Launched, jobs: int, sig: int, group: bool,
-                        sweep: bool, foreign: str = "") -> None:
+                        sweep: bool) -> None:
     """Signal it once everything runs; then: exit 128 + sig within seconds, one line on
     stderr, no process left, every run that did not finish (and the sweep run) KILLED."""
     try:
@@ -103,13 +103,7 @@ def interrupt_and_check(outputs: Path, launched: Launched, jobs: int, sig: int, 
     ours = [line for line in new if line.startswith("gdexp: ")]
     assert ours == [f"gdexp: interrupted by {'SIGTERM' if sig == signal.SIGTERM else 'Ctrl-C'}"
                     "; every unfinished run ended KILLED"], new
-    if foreign and len(new) > 1:
-        # a process that is not gdexp's, sharing the terminal, reports the Ctrl-C itself
-        assert new[0] == "Traceback (most recent call last):" and any(
-            foreign in line for line in new) and any(
-            line.startswith("KeyboardInterrupt") for line in new), new
-    else:
-        assert new == ours, new
+    assert new == ours, new
     found = runs(outputs)
     assert sum(1 for name, _ in found if name.startswith("sweep-")) == (1 if sweep else 0)
     assert {status for _, status in found} == {"KILLED"}, found
@@ -146,10 +140,9 @@ def test_signals_stop_a_joblib_sweep_and_its_workers(outputs, sig, group):
 def test_signals_stop_a_submitit_sweep_and_its_job_processes(outputs, sig, group):
     launched = Launched(outputs, "-m", "hydra/launcher=submitit_local", "optimizer.lr=1e-9,2e-9",
                         *FOREVER)
-    # Ctrl-C in a terminal reaches the whole process group, submitit's local controller
-    # too, which prints its own KeyboardInterrupt traceback before it is stopped
-    interrupt_and_check(outputs, launched, 2, sig, group=group, sweep=True,
-                        foreign="submitit/local/" if group else "")
+    # Ctrl-C in a terminal reaches the whole process group; submitit's local controller
+    # starts with it blocked, so gdexp's line is all that is printed
+    interrupt_and_check(outputs, launched, 2, sig, group=group, sweep=True)
 
 
 def test_a_run_whose_process_was_killed_is_failed_by_the_next_command(outputs):
