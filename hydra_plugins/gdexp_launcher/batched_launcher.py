@@ -115,7 +115,8 @@ class BatchedLauncher(Launcher):
         its folder, `.hydra/{config,hydra,overrides}.yaml`, job logging, `env_set`, the
         callbacks around the task, the working directory restored) with one copy of the
         config where `run_job` makes four and its YAML emitted by libyaml: at batch speed
-        those copies and the pure-Python YAML emitter were a third of each job's cost."""
+        those copies and the pure-Python YAML emitter were a third of each job's cost.
+        ``config`` is the job's own (see _job_configs)."""
         from gdexp.config import to_yaml
 
         assert self.hydra_context is not None
@@ -123,16 +124,17 @@ class BatchedLauncher(Launcher):
         instance = HydraConfig.instance()
         orig_hydra_cfg, old_cwd, chdir = instance.cfg, os.getcwd(), False
         try:
-            instance.set_config(config)  # so that the folder's name may use ${hydra:...}
+            # HydraConfig answers from the job's own config, a copy made for this job alone:
+            # what set_config's masked copy of it would hold, without copying it once more
+            OmegaConf.set_readonly(config.hydra, True)
+            instance.cfg = config
             output_dir = os.path.abspath(os.path.join(str(config.hydra.sweep.dir),
                                                       str(config.hydra.sweep.subdir)))
-            for node in (config, instance.cfg):  # the job's config and HydraConfig's copy
-                with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
-                    node.hydra.runtime.output_dir = output_dir
-            hydra_cfg = instance.cfg
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                config.hydra.runtime.output_dir = output_dir
             task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
             OmegaConf.set_struct(task_cfg, OmegaConf.is_struct(config))
-            ret = JobReturn(cfg=task_cfg, hydra_cfg=hydra_cfg,
+            ret = JobReturn(cfg=task_cfg, hydra_cfg=config,
                             overrides=list(config.hydra.overrides.task))
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             chdir = bool(config.hydra.job.chdir)
@@ -143,10 +145,11 @@ class BatchedLauncher(Launcher):
             if config.hydra.output_subdir is not None:
                 hydra_output = Path(output_dir) / str(config.hydra.output_subdir)
                 hydra_output.mkdir(parents=True, exist_ok=True)
-                for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
+                hydra_yaml = {"hydra": OmegaConf.to_container(config.hydra, enum_to_str=True)}
+                for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_yaml),
                                    ("overrides.yaml", config.hydra.overrides.task)):
                     (hydra_output / name).write_text(to_yaml(node), encoding="utf-8")
-            with env_override(hydra_cfg.hydra.job.env_set):
+            with env_override(config.hydra.job.env_set):
                 callbacks.on_job_start(config=config, task_function=task_function)
                 try:
                     ret.return_value = task_function(task_cfg)
