@@ -22,8 +22,11 @@ def hvp_at(objective: Objective, x: np.ndarray) -> Callable[[np.ndarray], np.nda
 
     With S(X) = Σ_j f(x_j), the gradient of S has column j equal to ∇f(x_j), and its vector-
     Jacobian product with V has column j equal to H_j v_j (H symmetric): columns do not mix.
-    The gradient's graph is traced once and each product is one reverse pass through it.
+    The gradient's graph is traced once and each product is one reverse pass through it. An
+    objective with its own exact products (``objective.hvp_at``) uses those instead.
     """
+    if objective.hvp_at is not None:
+        return objective.hvp_at(x)
     grad_sum = grad(lambda z: anp.sum(objective.f(z)))
     vjp, _ = make_vjp(grad_sum)(x)
     return vjp
