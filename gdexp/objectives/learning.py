@@ -62,6 +62,18 @@ class _Net:
                 h = self.act(h)
         return h
 
+    def blocks(self, x: np.ndarray) -> list:
+        """``layers`` in plain numpy, for arrays autograd does not trace (no wrapper overhead)."""
+        n = x.shape[1]
+        xt = x.T
+        out, o = [], 0
+        for a, b in self.shapes:
+            w = np.reshape(xt[:, o:o + a * b], (n, a, b))
+            o += a * b
+            out.append((w, np.reshape(xt[:, o:o + b], (n, 1, b))))
+            o += b
+        return out
+
     def act_derivatives(self, z, h):
         """First and second derivatives of the activation at z (h = act(z))."""
         if self.activation == "tanh":
@@ -83,13 +95,14 @@ class _Net:
         Every product is a stacked matmul per start, as in the forward pass (batch independent).
         """
         n = x.shape[1]
-        layers = [(np.asarray(w), np.asarray(b)) for w, b in self.layers(x)]
+        layers = self.blocks(x)
         last = len(layers) - 1
         hs, d1s, d2s = [np.broadcast_to(inputs, (n,) + inputs.shape)], [], []
         for i, (w, b) in enumerate(layers):
             z = np.matmul(hs[-1], w) + b
             if i < last:
-                h = np.tanh(z) if self.activation == "tanh" else self.act(z)
+                h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0),
+                     "softplus": lambda a: np.logaddexp(0.0, a)}[self.activation](z)
                 d1, d2 = self.act_derivatives(z, h)
                 hs.append(h)
                 d1s.append(d1)
@@ -107,7 +120,7 @@ class _Net:
                         for i in range(1, len(layers))]
 
         def hvp(v):
-            dirs = [(np.asarray(a), np.asarray(c)) for a, c in self.layers(v)]
+            dirs = self.blocks(np.asarray(v, dtype=float))
             rh = None
             rzs = []
             for i, ((w, _), (a, c)) in enumerate(zip(layers, dirs)):
