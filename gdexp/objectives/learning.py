@@ -80,7 +80,8 @@ class _Net:
             d1 = 1.0 - h * h
             return d1, -2.0 * h * d1
         if self.activation == "relu":
-            return (z > 0).astype(float), np.zeros_like(z)
+            # autograd's convention at a tie (z = 0): the derivative of max(z, 0) is ½
+            return (z > 0) + 0.5 * (z == 0), np.zeros_like(z)
         s = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic sigmoid, without overflow
         return s, s * (1.0 - s)
 
