@@ -61,11 +61,13 @@ def lanczos_top(hvp: Callable, v0: np.ndarray, tol: float = DEFAULT_TOL,
     bad = ~np.all(np.isfinite(q), axis=0) | (_colnorm(q) == 0)
     if bad.any():
         q[:, bad] = start_vector(d, int(bad.sum()))
-    # The Lanczos vectors in one array (j, d, n): each reorthogonalisation pass takes all its
-    # coefficients in one colsum over d (sequential, so a column's numbers do not depend on
-    # n) and subtracts the projections one vector at a time, in index order.
-    basis = np.empty((m + 1, d, n))
-    basis[0] = q / _colnorm(q)
+    # The Lanczos vectors in one array (j, n, d), each start's vector a contiguous row. A dot
+    # product over d is then numpy's sum over an innermost contiguous axis, which rounds every
+    # row alike however many rows there are (pairwise within the row, never across starts);
+    # a sum over the basis index j (not innermost) runs sequentially in index order. So a
+    # column's numbers do not depend on n, at a fraction of colsum's cost (a cumulative sum).
+    basis = np.empty((m + 1, n, d))
+    basis[0] = (q / _colnorm(q)).T
     t = np.zeros((n, m, m))  # the tridiagonal matrices, filled in place
     theta = np.full(n, np.nan)
     u = basis[0].copy()
@@ -75,15 +77,16 @@ def lanczos_top(hvp: Callable, v0: np.ndarray, tol: float = DEFAULT_TOL,
     with np.errstate(all="ignore"):
         for j in range(m):
             k = j + 1
-            w = np.asarray(hvp(basis[j]), dtype=float)
+            # rows contiguous (C order), so that the sums below are the row-wise ones
+            w = np.ascontiguousarray(np.asarray(hvp(np.ascontiguousarray(basis[j].T)),
+                                                dtype=float).T)
             qs = basis[:k]
             for rep in range(2):  # full reorthogonalisation, twice ("twice is enough")
-                c = colsum(qs * w[None], axis=1)  # (k, n)
+                c = np.sum(qs * w[None], axis=2, keepdims=True)  # (k, n, 1)
                 if rep == 0:
-                    t[:, j, j] = c[j]  # α_j = q_jᵀ H q_j
-                for i in range(k):
-                    w = w - qs[i] * c[i]
-            b = _colnorm(w)
+                    t[:, j, j] = c[j, :, 0]  # α_j = q_jᵀ H q_j
+                w = w - np.sum(c * qs, axis=0)  # over the basis index: sequential in index order
+            b = np.sqrt(np.sum(w * w, axis=1))
             tk = t[:, :k, :k]
             finite = np.isfinite(b) & np.isfinite(tk).all(axis=(1, 2))
             if finite.all():
@@ -98,18 +101,19 @@ def lanczos_top(hvp: Callable, v0: np.ndarray, tol: float = DEFAULT_TOL,
             stop = ~done & (~finite | (np.abs(b * s[:, -1]) <= tol * scale)
                             | (b <= 1e-14 * scale) | (k == m))
             if stop.any():
-                vec = s[:, 0] * qs[0]
+                vec = s[:, :1] * qs[0]
                 for i in range(1, k):
-                    vec = vec + s[:, i] * qs[i]
+                    vec = vec + s[:, i:i + 1] * qs[i]
                 theta[stop] = th[stop]
-                u[:, stop] = vec[:, stop]
+                u[stop] = vec[stop]
                 used[stop] = k
                 done |= stop
                 if done.all():
                     break
-            basis[k] = w / np.where(b > 0, b, 1.0)
+            basis[k] = w / np.where(b > 0, b, 1.0)[:, None]
             if k < m:
                 t[:, j, k] = t[:, k, j] = b
+    u = np.ascontiguousarray(u.T)
     return theta, u, used
 
 

@@ -191,3 +191,18 @@ def test_sharpness_of_a_network_is_the_top_eigenvalue_of_its_hessian():
     gap = exact[:, -1] - exact[:, -2]
     assert np.all(theta <= exact[:, -1] * (1 + 1e-12))
     assert np.all(exact[:, -1] - theta <= (1e-3 * theta) ** 2 / gap)
+
+
+def test_a_networks_sharpness_does_not_depend_on_the_batch():
+    """The Lanczos bookkeeping (row-wise sums over d) and the network's products together:
+    a start's sharpness curve is bit for bit the same alone, in a pair and among seven."""
+    obj = OBJECTIVES["mlp"](hidden=[20, 20])
+    x0 = obj.init_model(np.random.default_rng(7), 7)
+    lr = np.linspace(0.05, 0.35, 7)
+    curves = {}
+    for lo, hi in ((0, 7), (3, 5), (3, 4)):
+        mon = SharpnessMonitor(obj, 5, tol=1e-3)
+        run(obj, x0[:, lo:hi], gd(), lr[lo:hi], max_steps=40, callback=mon)
+        curves[(lo, hi)] = np.array(mon.values)
+    np.testing.assert_array_equal(curves[(3, 4)][:, 0], curves[(0, 7)][:, 3])
+    np.testing.assert_array_equal(curves[(3, 5)], curves[(0, 7)][:, 3:5])
