@@ -109,42 +109,41 @@ class _Net:
                 d1s.append(d1)
                 d2s.append(d2)
         g_out, curvature = head_curvature(z)
-        # the backward pass at x: gradients in each layer's pre-activation
+        # the backward pass at x: gradients in each layer's pre-activation (gz) and input (gh)
+        wts = [np.swapaxes(w, 1, 2) for w, _ in layers]
+        hts = [np.swapaxes(h, 1, 2) for h in hs]
         gzs = [None] * len(layers)
+        cross = [None] * len(layers)  # d2(z) ⊙ gh: the activation's curvature term
         gz = g_out
         for i in range(last, -1, -1):
             gzs[i] = gz
             if i > 0:
-                gh = np.matmul(gz, np.swapaxes(layers[i][0], 1, 2))
+                gh = np.matmul(gz, wts[i])
                 gz = d1s[i - 1] * gh
-        ghs = [None] + [np.matmul(gzs[i], np.swapaxes(layers[i][0], 1, 2))
-                        for i in range(1, len(layers))]
+                cross[i - 1] = d2s[i - 1] * gh
 
         def hvp(v):
             dirs = self.blocks(np.asarray(v, dtype=float))
-            rh = None
-            rzs = []
+            rzs, rhs = [], []
             for i, ((w, _), (a, c)) in enumerate(zip(layers, dirs)):
                 rz = np.matmul(hs[i], a) + c
-                if rh is not None:
-                    rz = rz + np.matmul(rh, w)
+                if i > 0:
+                    rz = rz + np.matmul(rhs[-1], w)
                 rzs.append(rz)
                 if i < last:
-                    rh = d1s[i] * rz
+                    rhs.append(d1s[i] * rz)
             rgz = curvature(rzs[-1])
             out = []
             for i in range(last, -1, -1):
-                w, a = layers[i][0], dirs[i][0]
-                rgw = np.matmul(np.swapaxes(hs[i], 1, 2), rgz)
+                rgw = np.matmul(hts[i], rgz)
                 if i > 0:
-                    rh_in = d1s[i - 1] * rzs[i - 1]
-                    rgw = rgw + np.matmul(np.swapaxes(rh_in, 1, 2), gzs[i])
+                    rgw = rgw + np.matmul(np.swapaxes(rhs[i - 1], 1, 2), gzs[i])
                 out.append(colsum(rgz, axis=1))
                 out.append(rgw.reshape(n, -1))
                 if i > 0:
-                    rgh = (np.matmul(rgz, np.swapaxes(w, 1, 2))
-                           + np.matmul(gzs[i], np.swapaxes(a, 1, 2)))
-                    rgz = d1s[i - 1] * rgh + d2s[i - 1] * rzs[i - 1] * ghs[i]
+                    rgh = (np.matmul(rgz, wts[i])
+                           + np.matmul(gzs[i], np.swapaxes(dirs[i][0], 1, 2)))
+                    rgz = d1s[i - 1] * rgh + cross[i - 1] * rzs[i - 1]
             return np.transpose(np.concatenate(out[::-1], axis=1))
 
         return hvp
