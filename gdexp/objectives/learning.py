@@ -1,5 +1,6 @@
 """Learning objectives: a model and a loss over a data set (least squares, logistic, MLP), written
-over axis 0 like every objective, with mini-batch indices and exact minima where math gives them."""
+over axis 0 like every objective, with mini-batch indices, exact minima where math gives them and
+exact Hessian-vector products in plain numpy."""
 from __future__ import annotations
 
 import math
