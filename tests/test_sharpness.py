@@ -140,6 +140,8 @@ def _learning_objectives():
            for a in ("tanh", "relu", "softplus")
            for d, loss, l2 in (("chebyshev", None, 0.0), ("moons", None, 0.01),
                                ("iris", None, 0.0), ("iris", "mse", 0.01))]
+    out += [("mlp", dict(hidden=[5, 4, 3], activation="tanh", data=small["iris"])),
+            ("mlp", dict(hidden=[6], activation="softplus", data=small["moons"], loss="mse"))]
     out += [("logistic", dict(data=small["moons"])), ("logistic", dict(data=small["iris"])),
             ("least_squares", dict(l2=0.1))]
     return out
