@@ -47,15 +47,16 @@ def hessians(objective: Objective, x: np.ndarray) -> np.ndarray:
 
     The columns do not interact, so with S(X) = Σ_j f(x_j) the gradient of ⟨∇S(X), V⟩ with
     respect to X has column j equal to H_j v_j. Taking every v_j = e_i gives column i of every
-    H_j at once: the cost is d reverse-over-reverse passes over the batch, whatever k is
-    (instead of k separate `autograd.hessian` calls of ≈0.7 ms each in 2-D); the gradient's
-    graph is traced once and reused by the d products.
+    H_j at once: the cost is d batched products, whatever k is (instead of k separate
+    `autograd.hessian` calls of ≈0.7 ms each in 2-D): the objective's own exact products
+    where it has them (``Objective.hvp_at``), else reverse-over-reverse passes through the
+    gradient's graph, traced once and reused by the d products.
     """
     x = np.asarray(x, dtype=float)
     d, k = x.shape
     out = np.empty((k, d, d))
     with np.errstate(all="ignore"):
-        hvp = hvp_at(objective, x)  # the gradient's graph traced once, one pass per column
+        hvp = hvp_at(objective, x)  # set up once at x, then one batched product per column
         for i in range(d):
             v = np.zeros((d, k))
             v[i] = 1.0

@@ -22,8 +22,11 @@ def hvp_at(objective: Objective, x: np.ndarray) -> Callable[[np.ndarray], np.nda
 
     With S(X) = Σ_j f(x_j), the gradient of S has column j equal to ∇f(x_j), and its vector-
     Jacobian product with V has column j equal to H_j v_j (H symmetric): columns do not mix.
-    The gradient's graph is traced once and each product is one reverse pass through it.
+    The gradient's graph is traced once and each product is one reverse pass through it. An
+    objective with its own exact products (``objective.hvp_at``) uses those instead.
     """
+    if objective.hvp_at is not None:
+        return objective.hvp_at(x)
     grad_sum = grad(lambda z: anp.sum(objective.f(z)))
     vjp, _ = make_vjp(grad_sum)(x)
     return vjp
@@ -58,51 +61,59 @@ def lanczos_top(hvp: Callable, v0: np.ndarray, tol: float = DEFAULT_TOL,
     bad = ~np.all(np.isfinite(q), axis=0) | (_colnorm(q) == 0)
     if bad.any():
         q[:, bad] = start_vector(d, int(bad.sum()))
-    q = q / _colnorm(q)
-    basis = [q]
-    alpha, beta = [], []
+    # The Lanczos vectors in one array (j, n, d), each start's vector a contiguous row. A dot
+    # product over d is then numpy's sum over an innermost contiguous axis, which rounds every
+    # row alike however many rows there are (pairwise within the row, never across starts);
+    # a sum over the basis index j (not innermost) runs sequentially in index order. So a
+    # column's numbers do not depend on n, at a fraction of colsum's cost (a cumulative sum).
+    basis = np.empty((m + 1, n, d))
+    basis[0] = (q / _colnorm(q)).T
+    t = np.zeros((n, m, m))  # the tridiagonal matrices, filled in place
     theta = np.full(n, np.nan)
-    u = q.copy()
+    u = basis[0].copy()
     used = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
+    tiny = np.finfo(float).tiny
     with np.errstate(all="ignore"):
         for j in range(m):
-            w = np.asarray(hvp(basis[j]), dtype=float)
-            a = colsum(basis[j] * w)
-            alpha.append(a)
-            for qi in basis:  # full reorthogonalisation: cheap next to an HVP, and robust
-                w = w - qi * colsum(qi * w)
-            for qi in basis:
-                w = w - qi * colsum(qi * w)
-            b = _colnorm(w)
             k = j + 1
-            t = np.zeros((n, k, k))
-            idx = np.arange(k)
-            t[:, idx, idx] = np.stack(alpha, axis=1)
-            if k > 1:
-                off = np.stack(beta, axis=1)
-                t[:, idx[:-1], idx[1:]] = off
-                t[:, idx[1:], idx[:-1]] = off
-            finite = np.all(np.isfinite(t), axis=(1, 2)) & np.isfinite(b)
-            th = np.full(n, np.nan)
-            s = np.full((n, k), np.nan)
-            if finite.any():
-                ev, vecs = np.linalg.eigh(t[finite])
-                th[finite], s[finite] = ev[:, -1], vecs[:, :, -1]
-            resid = np.abs(b * s[:, -1])
-            scale = np.maximum(np.abs(th), np.finfo(float).tiny)
-            stop = ~done & (~finite | (resid <= tol * scale) | (b <= 1e-14 * scale)
-                            | (k == m))
+            # rows contiguous (C order), so that the sums below are the row-wise ones
+            w = np.ascontiguousarray(np.asarray(hvp(np.ascontiguousarray(basis[j].T)),
+                                                dtype=float).T)
+            qs = basis[:k]
+            for rep in range(2):  # full reorthogonalisation, twice ("twice is enough")
+                c = np.sum(qs * w[None], axis=2, keepdims=True)  # (k, n, 1)
+                if rep == 0:
+                    t[:, j, j] = c[j, :, 0]  # α_j = q_jᵀ H q_j
+                w = w - np.sum(c * qs, axis=0)  # over the basis index: sequential in index order
+            b = np.sqrt(np.sum(w * w, axis=1))
+            tk = t[:, :k, :k]
+            finite = np.isfinite(b) & np.isfinite(tk).all(axis=(1, 2))
+            if finite.all():
+                ev, vecs = np.linalg.eigh(tk)
+                th, s = ev[:, -1], vecs[:, :, -1]
+            else:
+                th, s = np.full(n, np.nan), np.full((n, k), np.nan)
+                if finite.any():
+                    ev, vecs = np.linalg.eigh(tk[finite])
+                    th[finite], s[finite] = ev[:, -1], vecs[:, :, -1]
+            scale = np.maximum(np.abs(th), tiny)
+            stop = ~done & (~finite | (np.abs(b * s[:, -1]) <= tol * scale)
+                            | (b <= 1e-14 * scale) | (k == m))
             if stop.any():
-                vec = sum(s[:, i][None, :] * basis[i] for i in range(k))
+                vec = s[:, :1] * qs[0]
+                for i in range(1, k):
+                    vec = vec + s[:, i:i + 1] * qs[i]
                 theta[stop] = th[stop]
-                u[:, stop] = vec[:, stop]
+                u[stop] = vec[stop]
                 used[stop] = k
                 done |= stop
-            if done.all():
-                break
-            basis.append(w / np.where(b > 0, b, 1.0))
-            beta.append(b)
+                if done.all():
+                    break
+            basis[k] = w / np.where(b > 0, b, 1.0)[:, None]
+            if k < m:
+                t[:, j, k] = t[:, k, j] = b
+    u = np.ascontiguousarray(u.T)
     return theta, u, used
 
 

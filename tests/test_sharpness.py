@@ -129,3 +129,82 @@ def test_a_run_logs_the_sharpness_curves(outputs):
         float(_rosenbrock_lambda_max(np.array([[-1.2], [1.0]]))[0]), rel=1e-10)
     assert run_.data.metrics["sharpness_x0"] == pytest.approx(hist["sharpness"][0].value)
     assert math.isfinite(run_.data.metrics["sharpness_ratio_tail"])
+
+
+def _learning_objectives():
+    """Each learning objective's exact products: every activation, every loss head, with l2."""
+    from gdexp.objectives.data import load
+    small = {"moons": load("moons", n_samples=40), "iris": load("iris"),
+             "chebyshev": load("chebyshev")}
+    out = [("mlp", dict(hidden=[6, 4], activation=a, data=small[d], loss=loss, l2=l2))
+           for a in ("tanh", "relu", "softplus")
+           for d, loss, l2 in (("chebyshev", None, 0.0), ("moons", None, 0.01),
+                               ("iris", None, 0.0), ("iris", "mse", 0.01))]
+    out += [("mlp", dict(hidden=[5, 4, 3], activation="tanh", data=small["iris"])),
+            ("mlp", dict(hidden=[6], activation="softplus", data=small["moons"], loss="mse"))]
+    out += [("logistic", dict(data=small["moons"])), ("logistic", dict(data=small["iris"])),
+            ("least_squares", dict(l2=0.1))]
+    return out
+
+
+@pytest.mark.parametrize("name,params", _learning_objectives())
+def test_a_networks_own_products_equal_autograds_hessian(name, params):
+    """objective.hvp_at (numpy, R-operator) against the Hessian autograd builds column by column;
+    the third column has a zero first layer, so ReLU sees its tie z = 0 (derivative ½)."""
+    from autograd import hessian
+
+    obj = OBJECTIVES[name](**params)
+    assert obj.hvp_at is not None
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(obj.dim, 3))
+    if name == "mlp":
+        width = params["hidden"][0]
+        x[: (params["data"].n_features + 1) * width, 2] = 0.0  # first layer's W and b
+    v = rng.normal(size=(obj.dim, 3))
+    got = hvp_at(obj, x)(v)
+    for j in range(3):
+        h = hessian(obj.f)(x[:, j])
+        np.testing.assert_allclose(got[:, j], h @ v[:, j], rtol=1e-10,
+                                   atol=1e-12 * np.abs(h).max())
+
+
+def test_a_networks_products_do_not_depend_on_the_batch():
+    obj = OBJECTIVES["mlp"](hidden=[20, 20])
+    rng = np.random.default_rng(5)
+    x, v = rng.normal(size=(obj.dim, 7)), rng.normal(size=(obj.dim, 7))
+    full = hvp_at(obj, x)(v)
+    for n in (1, 2):
+        np.testing.assert_array_equal(hvp_at(obj, x[:, 3:3 + n])(v[:, 3:3 + n]), full[:, 3:3 + n])
+
+
+def test_sharpness_of_a_network_is_the_top_eigenvalue_of_its_hessian():
+    """Lanczos on the network's own products against numpy's eigvalsh of autograd's Hessian,
+    at the edge-of-stability architecture (481 parameters) after some descent."""
+    from autograd import hessian
+
+    obj = OBJECTIVES["mlp"](hidden=[20, 20])
+    x0 = obj.init_model(np.random.default_rng(6), 2)
+    x = run(obj, x0, gd(), np.array([0.1, 0.3]), max_steps=300).x
+    exact = np.array([np.linalg.eigvalsh(hessian(obj.f)(x[:, j]))[-2:] for j in range(2)])
+    theta, _, _ = lanczos_top(hvp_at(obj, x), start_vector(obj.dim, 2), tol=1e-10,
+                              max_iter=obj.dim)
+    np.testing.assert_allclose(theta, exact[:, -1], rtol=1e-8)
+    theta, _, used = lanczos_top(hvp_at(obj, x), start_vector(obj.dim, 2), tol=1e-3)
+    gap = exact[:, -1] - exact[:, -2]
+    assert np.all(theta <= exact[:, -1] * (1 + 1e-12))
+    assert np.all(exact[:, -1] - theta <= (1e-3 * theta) ** 2 / gap)
+
+
+def test_a_networks_sharpness_does_not_depend_on_the_batch():
+    """The Lanczos bookkeeping (row-wise sums over d) and the network's products together:
+    a start's sharpness curve is bit for bit the same alone, in a pair and among seven."""
+    obj = OBJECTIVES["mlp"](hidden=[20, 20])
+    x0 = obj.init_model(np.random.default_rng(7), 7)
+    lr = np.linspace(0.05, 0.35, 7)
+    curves = {}
+    for lo, hi in ((0, 7), (3, 5), (3, 4)):
+        mon = SharpnessMonitor(obj, 5, tol=1e-3)
+        run(obj, x0[:, lo:hi], gd(), lr[lo:hi], max_steps=40, callback=mon)
+        curves[(lo, hi)] = np.array(mon.values)
+    np.testing.assert_array_equal(curves[(3, 4)][:, 0], curves[(0, 7)][:, 3])
+    np.testing.assert_array_equal(curves[(3, 5)], curves[(0, 7)][:, 3:5])

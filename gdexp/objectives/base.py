@@ -53,6 +53,9 @@ class Objective:
     evaluate: Optional[Callable] = None      # x (dim, n) -> {name: (n,)}: test_loss, accuracy...
     dataset: Optional[dict] = None           # identity of the data: name, shapes, digest
     constants: dict = field(default_factory=dict)  # exact facts from the build (L, mu)
+    # x (dim, n) -> (v (dim, n) -> H v per column): exact Hessian-vector products of the
+    # full-batch f where the objective has them cheaper than autograd's trace (None: autograd).
+    hvp_at: Optional[Callable] = None
     # A plain-GD learning rate that gives a sensible first run (no divergence, steady
     # progress) from ``start``: about 1/λmax of the Hessian at the global minimum, where the
     # stable bound is 2/λmax. What `optimizer=gd` uses unless optimizer.lr is set.

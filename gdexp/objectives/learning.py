@@ -1,5 +1,6 @@
 """Learning objectives: a model and a loss over a data set (least squares, logistic, MLP), written
-over axis 0 like every objective, with mini-batch indices and exact minima where math gives them."""
+over axis 0 like every objective, with mini-batch indices, exact minima where math gives them and
+exact Hessian-vector products in plain numpy."""
 from __future__ import annotations
 
 import math
@@ -62,6 +63,92 @@ class _Net:
                 h = self.act(h)
         return h
 
+    def blocks(self, x: np.ndarray) -> list:
+        """``layers`` in plain numpy, for arrays autograd does not trace (no wrapper overhead)."""
+        n = x.shape[1]
+        xt = x.T
+        out, o = [], 0
+        for a, b in self.shapes:
+            w = np.reshape(xt[:, o:o + a * b], (n, a, b))
+            o += a * b
+            out.append((w, np.reshape(xt[:, o:o + b], (n, 1, b))))
+            o += b
+        return out
+
+    def act_derivatives(self, z, h):
+        """First and second derivatives of the activation at z (h = act(z))."""
+        if self.activation == "tanh":
+            d1 = 1.0 - h * h
+            return d1, -2.0 * h * d1
+        if self.activation == "relu":
+            # autograd's convention at a tie (z = 0): the derivative of max(z, 0) is ½
+            return (z > 0) + 0.5 * (z == 0), np.zeros_like(z)
+        s = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic sigmoid, without overflow
+        return s, s * (1.0 - s)
+
+    def hvp_at(self, x, inputs, head_curvature):
+        """``v ↦ H v`` per column for the loss ℓ(net(x)) at parameters x (d, n), in plain numpy.
+
+        Pearlmutter's R-operator: one forward and one backward pass at x are kept, then each
+        product is a forward pass of the directional derivatives and a backward pass of their
+        gradients (exact up to rounding; no autograd trace, whose per-operation overhead
+        dominates at a few hundred parameters). ``head_curvature(out)`` returns the loss's
+        gradient G (n, m, k) in the outputs and ``R ↦ ∇²ℓ·R`` (per sample, 1/m included).
+        Every product is a stacked matmul per start, as in the forward pass (batch independent).
+        """
+        n = x.shape[1]
+        layers = self.blocks(x)
+        last = len(layers) - 1
+        hs, d1s, d2s = [np.broadcast_to(inputs, (n,) + inputs.shape)], [], []
+        for i, (w, b) in enumerate(layers):
+            z = np.matmul(hs[-1], w) + b
+            if i < last:
+                h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0),
+                     "softplus": lambda a: np.logaddexp(0.0, a)}[self.activation](z)
+                d1, d2 = self.act_derivatives(z, h)
+                hs.append(h)
+                d1s.append(d1)
+                d2s.append(d2)
+        g_out, curvature = head_curvature(z)
+        # the backward pass at x: gradients in each layer's pre-activation (gz) and input (gh)
+        wts = [np.swapaxes(w, 1, 2) for w, _ in layers]
+        hts = [np.swapaxes(h, 1, 2) for h in hs]
+        gzs = [None] * len(layers)
+        cross = [None] * len(layers)  # d2(z) ⊙ gh: the activation's curvature term
+        gz = g_out
+        for i in range(last, -1, -1):
+            gzs[i] = gz
+            if i > 0:
+                gh = np.matmul(gz, wts[i])
+                gz = d1s[i - 1] * gh
+                cross[i - 1] = d2s[i - 1] * gh
+
+        def hvp(v):
+            dirs = self.blocks(np.asarray(v, dtype=float))
+            rzs, rhs = [], []
+            for i, ((w, _), (a, c)) in enumerate(zip(layers, dirs)):
+                rz = np.matmul(hs[i], a) + c
+                if i > 0:
+                    rz = rz + np.matmul(rhs[-1], w)
+                rzs.append(rz)
+                if i < last:
+                    rhs.append(d1s[i] * rz)
+            rgz = curvature(rzs[-1])
+            out = []
+            for i in range(last, -1, -1):
+                rgw = np.matmul(hts[i], rgz)
+                if i > 0:
+                    rgw = rgw + np.matmul(np.swapaxes(rhs[i - 1], 1, 2), gzs[i])
+                out.append(colsum(rgz, axis=1))
+                out.append(rgw.reshape(n, -1))
+                if i > 0:
+                    rgh = (np.matmul(rgz, wts[i])
+                           + np.matmul(gzs[i], np.swapaxes(dirs[i][0], 1, 2)))
+                    rgz = d1s[i - 1] * rgh + cross[i - 1] * rzs[i - 1]
+            return np.transpose(np.concatenate(out[::-1], axis=1))
+
+        return hvp
+
     def init(self, rng: np.random.Generator, n_starts: int, hidden_gain: float = 1.0):
         """LeCun-normal weights (std = gain/√fan_in per layer), zero biases, one column per start."""
         blocks = []
@@ -87,6 +174,23 @@ def _per_sample(head: str, out, y):
     zmax = anp.max(out, axis=2, keepdims=True)
     lse = anp.log(anp.sum(anp.exp(out - zmax), axis=2)) + zmax[:, :, 0]
     return lse - out[:, np.arange(out.shape[1]), y]
+
+
+def _head_curvature(head: str, y, m: int):
+    """For outputs (n, m, k): the gradient of mean_m ℓ in the outputs and ``R ↦ ∇²·R``."""
+    def at(out):
+        k = out.shape[2]
+        if head in ("mse", "mse_onehot"):
+            target = y[:, None] if head == "mse" else np.eye(k)[y]
+            return (out - target) / m, lambda r: r / m
+        if head == "binary":
+            p = 0.5 * (1.0 + np.tanh(0.5 * out))
+            return (p - y[:, None]) / m, lambda r: (p * (1.0 - p)) * r / m
+        e = np.exp(out - np.max(out, axis=2, keepdims=True))
+        p = e / np.sum(e, axis=2, keepdims=True)
+        return ((p - np.eye(k)[y]) / m,
+                lambda r: p * (r - np.sum(p * r, axis=2, keepdims=True)) / m)
+    return at
 
 
 def _predict(head: str, out) -> np.ndarray:
@@ -128,6 +232,16 @@ def _build(name: str, data: Dataset, net: _Net, head: str, l2: float, params: di
                                                axis=1)
         return out
 
+    curvature = _head_curvature(head, ytr, xtr.shape[0])
+
+    def hvp_at(x):
+        """Exact Hessian-vector products of the full-batch f at x (d, n) (see _Net.hvp_at)."""
+        x = np.asarray(x, dtype=float)
+        net_hvp = net.hvp_at(x, xtr, curvature)
+        if not l2:
+            return net_hvp
+        return lambda v: net_hvp(v) + l2 * np.asarray(v, dtype=float)
+
     d = net.dim
     lower, upper = np.full(d, -box), np.full(d, box)
     info = data.describe()
@@ -138,7 +252,7 @@ def _build(name: str, data: Dataset, net: _Net, head: str, l2: float, params: di
         params={**params, "data": info["name"]}, n_samples=data.n_samples,
         start=None if start is None else _frozen(start),
         init_model=lambda rng, n_starts: net.init(rng, n_starts, hidden_gain),
-        evaluate=evaluate, dataset=info, constants=dict(constants or {}))
+        evaluate=evaluate, dataset=info, constants=dict(constants or {}), hvp_at=hvp_at)
 
 
 def _l2(value, minimum_exclusive=False) -> float:
