@@ -23,7 +23,7 @@ from .inits import INITS
 from .objectives import OBJECTIVES, Objective
 from .objectives.data import CLASSIFICATION, DATASETS, REGRESSION, TASKS, Dataset
 from .objectives.learning import ACTIVATIONS, LEARNING, LOSSES
-from .sampling import SAMPLINGS
+from .sampling import BATCHES, SAMPLINGS
 from .objectives.base import footprint_of
 from .optimizers import OPTIMIZERS, Optimizer
 from .paths import CONF_DIR, EXPERIMENTS_DIR, ROOT, outputs_dir  # noqa: F401 (re-exported)
@@ -371,7 +371,7 @@ def build_objective(cfg: DictConfig) -> Objective:
 
 
 # Data keys that drive the runner, not the loader.
-RUNNER_DATA_KEYS = ("batch_size", "sampling", "eval_every")
+RUNNER_DATA_KEYS = ("batch_size", "sampling", "batches", "eval_every")
 
 
 def _learning_tasks(name: str, params: dict) -> tuple[str, ...]:
@@ -451,10 +451,15 @@ def minibatch_options(cfg: DictConfig, objective: Objective) -> dict:
     if sampling not in SAMPLINGS:
         raise ConfigError(f"data.sampling: expected one of {', '.join(SAMPLINGS)}, "
                           f"got {_fmt(sampling)}")
+    batches = node.get("batches", "shared")
+    if batches not in BATCHES:
+        raise ConfigError(f"data.batches: expected one of {', '.join(BATCHES)}, "
+                          f"got {_fmt(batches)}")
     eval_every = node.get("eval_every")
     if eval_every is not None:
         eval_every = number(cfg, "data.eval_every", minimum=1, integer=True)
-    return {"batch_size": batch_size, "sampling": sampling, "eval_every": eval_every,
+    return {"batch_size": batch_size, "sampling": sampling, "batches": batches,
+            "eval_every": eval_every,
             "batch_seed": number(cfg, "seed", minimum=0, integer=True),
             "evaluate": objective.evaluate}
 

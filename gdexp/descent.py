@@ -360,7 +360,8 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
              line_search: Optional[Armijo] = None, basin_tol=1e-2,
              trace_budget=5_000_000, path_budget=2_000_000,
              callback: Optional[Callable] = None, batch_size: Optional[int] = None,
-             sampling: str = "epoch", batch_seed: int = 0, eval_every: Optional[int] = None,
+             sampling: str = "epoch", batch_seed: int = 0, batches: str = "shared",
+             eval_every: Optional[int] = None,
              evaluate: Optional[Callable] = None) -> list[Result]:
     """Several jobs in ONE batched descent; job j's Result equals ``run`` on job j alone.
 
@@ -394,7 +395,8 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
     vg = batched_value_and_grad(objective.f)
     state = optimizer.init(x)
     if minibatch:
-        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling)
+        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling,
+                               starts=n if batches == "per_start" else None)
         every = int(eval_every) if eval_every else sampler.per_epoch
     else:
         every = int(eval_every) if eval_every else max(1, max_steps // 200)
@@ -499,8 +501,8 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
         line_search: Optional[Armijo] = None, basin_tol: float = 1e-2,
         trace_budget: int = 5_000_000, path_budget: int = 2_000_000,
         callback: Optional[Callable] = None, batch_size: Optional[int] = None,
-        sampling: str = "epoch", batch_seed: int = 0, eval_every: Optional[int] = None,
-        evaluate: Optional[Callable] = None) -> Result:
+        sampling: str = "epoch", batch_seed: int = 0, batches: str = "shared",
+        eval_every: Optional[int] = None, evaluate: Optional[Callable] = None) -> Result:
     """Descend from every column of ``x0`` (shape (d,) or (d, n)) until each start stops.
 
     Per start the rules are checked on the current iterate x_k, in this order: diverged (f or
@@ -515,7 +517,8 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
 
     Mini-batch SGD (a learning objective, ``f(x, idx)``): with ``batch_size`` set, step k
     uses the gradient on the samples ``BatchSampler(batch_seed, n_samples, batch_size,
-    sampling)(k)`` — the same batch for every start. The full-batch f and ∇f are evaluated
+    sampling)(k)`` — the same batch for every start, or with ``batches="per_start"`` start
+    j's own sequence (``batch_indices(..., start=j)``). The full-batch f and ∇f are evaluated
     every ``eval_every`` steps (default: once per epoch), at ``max_steps``, and whenever the
     batch loss is not finite; the stopping rules are checked on those evaluation steps only,
     on full-batch quantities (‖∇f‖, f against the previous evaluation, the last step's length).
@@ -528,7 +531,7 @@ def run(objective: Objective, x0, optimizer: Optimizer, lr, *, max_steps: int = 
                     schedule=schedule, line_search=line_search, basin_tol=basin_tol,
                     trace_budget=trace_budget, path_budget=path_budget, callback=callback,
                     batch_size=batch_size, sampling=sampling, batch_seed=batch_seed,
-                    eval_every=eval_every, evaluate=evaluate)[0]
+                    batches=batches, eval_every=eval_every, evaluate=evaluate)[0]
 
 
 def _backtrack(f, x, fx, g, direction, t0, active, ls: Armijo):

@@ -1,9 +1,14 @@
-"""Mini-batch index sequences: pure functions of (seed, step, n_samples, batch_size, sampling)."""
+"""Mini-batch index sequences: pure functions of (seed, step, n_samples, batch_size, sampling[, start])."""
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
 SAMPLINGS = ("epoch", "replacement")
+# shared: every start of a run steps on the same batches (compared on the same noise);
+# per_start: start j has its own sequence (independent noise, e.g. a spread of SGD outcomes)
+BATCHES = ("shared", "per_start")
 # A stream of its own, so batch draws never coincide with the initial points drawn from `seed`.
 _STREAM = 0xBA7C
 
@@ -13,9 +18,15 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return -(-n_samples // batch_size)
 
 
+def _key(seed: int, when: int, start: Optional[int]) -> list[int]:
+    # start 0's own sequence is the shared one: a one-start run is the same either way
+    return [int(seed), _STREAM, int(when)] + ([int(start)] if start else [])
+
+
 def batch_indices(seed: int, step: int, n_samples: int, batch_size: int,
-                  sampling: str = "epoch") -> np.ndarray:
-    """The sorted sample indices of mini-batch ``step``.
+                  sampling: str = "epoch", start: Optional[int] = None) -> np.ndarray:
+    """The sorted sample indices of mini-batch ``step`` (of start ``start``'s own sequence;
+    None: the sequence all starts share, which is also start 0's).
 
     ``epoch`` (PyTorch's ``shuffle=True``): one seeded permutation per epoch, cut into
     consecutive batches, so every sample is used exactly once per epoch. ``replacement``:
@@ -24,31 +35,40 @@ def batch_indices(seed: int, step: int, n_samples: int, batch_size: int,
     """
     if sampling == "epoch":
         epoch, j = divmod(int(step), steps_per_epoch(n_samples, batch_size))
-        perm = np.random.default_rng([int(seed), _STREAM, epoch]).permutation(n_samples)
+        perm = np.random.default_rng(_key(seed, epoch, start)).permutation(n_samples)
         return np.sort(perm[j * batch_size:(j + 1) * batch_size])
     if sampling == "replacement":
-        rng = np.random.default_rng([int(seed), _STREAM, int(step)])
+        rng = np.random.default_rng(_key(seed, step, start))
         return np.sort(rng.integers(0, n_samples, batch_size))
     raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
 
 
 class BatchSampler:
-    """``batch_indices`` for consecutive steps, computing each epoch's permutation once."""
+    """``batch_indices`` for consecutive steps, computing each epoch's permutation once.
 
-    def __init__(self, seed: int, n_samples: int, batch_size: int, sampling: str = "epoch"):
+    ``starts``: that many sequences, start j's own (``batch_indices(..., start=j)``), returned
+    as rows of (starts, batch_size) indices; None: the shared sequence, (batch_size,)."""
+
+    def __init__(self, seed: int, n_samples: int, batch_size: int, sampling: str = "epoch",
+                 starts: Optional[int] = None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         if not 1 <= batch_size <= n_samples:
             raise ValueError(f"batch_size must be in [1, {n_samples}], got {batch_size}")
         self.seed, self.n, self.b, self.sampling = int(seed), n_samples, batch_size, sampling
         self.per_epoch = steps_per_epoch(n_samples, batch_size)
-        self._epoch, self._perm = None, None
+        self.starts = [None] if starts is None else list(range(int(starts)))
+        self._epoch, self._perms = None, None
 
     def __call__(self, step: int) -> np.ndarray:
         if self.sampling != "epoch":
-            return batch_indices(self.seed, step, self.n, self.b, self.sampling)
-        epoch, j = divmod(int(step), self.per_epoch)
-        if epoch != self._epoch:
-            self._perm = np.random.default_rng([self.seed, _STREAM, epoch]).permutation(self.n)
-            self._epoch = epoch
-        return np.sort(self._perm[j * self.b:(j + 1) * self.b])
+            rows = [batch_indices(self.seed, step, self.n, self.b, self.sampling, start)
+                    for start in self.starts]
+        else:
+            epoch, j = divmod(int(step), self.per_epoch)
+            if epoch != self._epoch:
+                self._perms = [np.random.default_rng(_key(self.seed, epoch, start))
+                               .permutation(self.n) for start in self.starts]
+                self._epoch = epoch
+            rows = [np.sort(perm[j * self.b:(j + 1) * self.b]) for perm in self._perms]
+        return rows[0] if self.starts == [None] else np.stack(rows)

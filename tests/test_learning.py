@@ -178,6 +178,39 @@ def test_epoch_sampling_uses_every_sample_once_per_epoch():
     assert not np.array_equal(batch_indices(0, 0, n, b), batch_indices(1, 0, n, b))
 
 
+@pytest.mark.parametrize("sampling", ["epoch", "replacement"])
+def test_per_start_sequences_are_each_starts_own(sampling):
+    n, b, starts = 23, 5, 4
+    sampler = BatchSampler(7, n, b, sampling, starts=starts)
+    rows = [sampler(k) for k in range(10)]
+    for k, r in enumerate(rows):
+        assert r.shape == (starts, len(batch_indices(7, k, n, b, sampling)))  # 5, or 3 last
+        for j in range(starts):  # row j is start j's pure function, whatever the other rows
+            np.testing.assert_array_equal(r[j], batch_indices(7, k, n, b, sampling, start=j))
+            np.testing.assert_array_equal(r[j], BatchSampler(7, n, b, sampling, starts=j + 1)(k)[j])
+    for k in range(10):  # start 0 steps on the shared sequence, the others on their own
+        np.testing.assert_array_equal(rows[k][0], batch_indices(7, k, n, b, sampling))
+    assert not np.array_equal(rows[0][1], rows[0][0])
+    assert not np.array_equal(rows[0][1], rows[0][2])
+    if sampling == "epoch":  # each start's own epochs use every sample once
+        for j in range(starts):
+            np.testing.assert_array_equal(np.sort(np.concatenate([r[j] for r in rows[:5]])),
+                                          np.arange(n))
+
+
+def test_a_batch_row_per_start_evaluates_each_start_on_its_own_rows(objective):
+    """f(X, idx (n, b)) column j = f(x_j, idx_j) alone: every head, classes as 2-D targets."""
+    vg = batched_value_and_grad(objective.f)
+    x = objective.init_model(np.random.default_rng(4), 5)
+    b = max(1, objective.n_samples // 3)
+    idx = np.stack([batch_indices(2, 1, objective.n_samples, b, start=j) for j in range(5)])
+    f, g = vg(x, idx)
+    for j in range(5):
+        alone = lambda z: objective.f(z, idx[j])  # noqa: E731
+        assert f[j] == alone(x[:, j])
+        assert np.array_equal(g[:, j], grad(alone)(x[:, j]))
+
+
 def test_replacement_sampling_is_iid_and_seeded():
     draws = np.concatenate([batch_indices(3, k, 10, 4, "replacement") for k in range(5000)])
     counts = np.bincount(draws, minlength=10) / draws.size
@@ -217,6 +250,24 @@ def test_batched_starts_equal_separate_runs_bit_for_bit():
         assert np.array_equal(alone.trace.loss[:, 0], together.trace.loss[:, j])
         for k, v in together.trace.evals.items():
             assert np.array_equal(alone.trace.evals[k][:, 0], v[:, j]), k
+
+
+def test_per_start_sgd_steps_each_start_on_its_own_batches():
+    obj = logistic(data.wine())  # three classes: cross-entropy on a target row per start
+    x0 = np.repeat(obj.init_model(np.random.default_rng(0), 1), 3, axis=1)  # one start, thrice
+    kw = dict(max_steps=30, batch_size=16, batch_seed=5)
+    shared = run(obj, x0, GD, 0.1, **kw)
+    own = run(obj, x0, GD, 0.1, batches="per_start", **kw)
+    assert np.array_equal(shared.x[:, 0], shared.x[:, 1]) and np.array_equal(shared.x[:, 0],
+                                                                             shared.x[:, 2])
+    assert not np.array_equal(own.x[:, 0], own.x[:, 1])
+    for j in range(3):  # replay start j's SGD by hand on its own sequence
+        z = x0[:, j].copy()
+        for k in range(30):
+            z = z - 0.1 * grad(lambda w: obj.f(w, batch_indices(5, k, obj.n_samples, 16,
+                                                                  start=j)))(z)
+        np.testing.assert_allclose(own.x[:, j], z, rtol=0, atol=1e-12)
+    assert np.array_equal(run(obj, x0, GD, 0.1, batches="per_start", **kw).x, own.x)
 
 
 def test_sgd_records_full_loss_on_epochs_and_batch_loss_every_step():
@@ -293,8 +344,10 @@ BAD = [
      r"^objective\.l2: expected a number > 0, got 0$"),
     (["objective=mlp", "data=moons", "+data.degree=3"],
      r"^data\.degree: unknown key; it is a key of data chebyshev \(allowed in data 'moons': "
-     r"batch_size, eval_every, n_samples, name, noise, sampling, seed, standardize, "
+     r"batch_size, batches, eval_every, n_samples, name, noise, sampling, seed, standardize, "
      r"test_fraction\)$"),
+    (["objective=mlp", "data=moons", "data.batches=own"],
+     r"^data\.batches: expected one of shared, per_start, got 'own'$"),
     (["init=model"], r"^init\.name: expected fixed, grid, normal or uniform for objective "
                      r"'quadratic' \(model is for learning objectives\), got 'model'$"),
 ]
@@ -323,18 +376,20 @@ def test_config_builds_sgd_plan():
                                        "init.n_starts=4", "data.batch_size=32", "seed=3"))
     assert plan.x0.shape == (plan.objective.dim, 4)
     assert plan.run_kwargs["batch_size"] == 32 and plan.run_kwargs["batch_seed"] == 3
-    assert plan.run_kwargs["sampling"] == "epoch"
+    assert plan.run_kwargs["sampling"] == "epoch" and plan.run_kwargs["batches"] == "shared"
     again = config.build(compose_config("objective=mlp", "data=moons", "init=model",
                                         "init.n_starts=4", "seed=3"))
     np.testing.assert_array_equal(plan.x0, again.x0)
 
 
 @pytest.mark.slow
-def test_sgd_run_reproduces_bit_for_bit(outputs):
+@pytest.mark.parametrize("batches", ["shared", "per_start"])
+def test_sgd_run_reproduces_bit_for_bit(outputs, batches):
     from .conftest import run_cli
 
     proc = run_cli("run", "objective=mlp", "data=moons", "init=model", "init.n_starts=3",
-                   "data.batch_size=16", "optimizer=momentum", "optimizer.lr=0.05",
+                   "data.batch_size=16", f"data.batches={batches}", "optimizer=momentum",
+                   "optimizer.lr=0.05",
                    "stop.max_steps=60", "tracking.plots=false", outputs=outputs, check=True)
     run_id = next(line.split()[1] for line in proc.stdout.splitlines()
                   if line.startswith("run "))
@@ -346,6 +401,7 @@ def test_sgd_run_reproduces_bit_for_bit(outputs):
     (ds,) = run.inputs.dataset_inputs
     assert ds.dataset.name == "moons" and ds.dataset.digest == data.moons().digest
     assert run.data.params["data.batch_size"] == "16"
+    assert run.data.params["data.batches"] == batches
     assert run.data.tags["dataset.n_train"] == "160"
     client = MlflowClient(store_uri(outputs))
     steps = {k: [m.step for m in client.get_metric_history(run_id, k)]

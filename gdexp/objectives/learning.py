@@ -159,7 +159,8 @@ class _Net:
 
 
 def _per_sample(head: str, out, y):
-    """Per-sample loss (n, m) from outputs (n, m, k) and targets y (m,)."""
+    """Per-sample loss (n, m) from outputs (n, m, k) and targets y (m,), or (n, m) when each
+    start has its own mini-batch."""
     if head == "mse":
         r = out[:, :, 0] - y
         return 0.5 * r * r
@@ -173,7 +174,10 @@ def _per_sample(head: str, out, y):
     # softmax cross-entropy: logsumexp over the classes minus the true class's logit
     zmax = anp.max(out, axis=2, keepdims=True)
     lse = anp.log(anp.sum(anp.exp(out - zmax), axis=2)) + zmax[:, :, 0]
-    return lse - out[:, np.arange(out.shape[1]), y]
+    rows = np.arange(out.shape[1])
+    if np.ndim(y) == 1:
+        return lse - out[:, rows, y]
+    return lse - out[np.arange(out.shape[0])[:, None], rows, y]  # each start its own batch
 
 
 def _head_curvature(head: str, y, m: int):
@@ -214,6 +218,8 @@ def _build(name: str, data: Dataset, net: _Net, head: str, l2: float, params: di
         return value[0] if single else value
 
     def f(x, idx=None):
+        """The loss on the training set, or on the mini-batch ``idx``: (b,) sample indices
+        for every start, or (n, b), a row per start."""
         if idx is None:
             return loss(x, xtr, ytr)
         return loss(x, xtr[idx], ytr[idx])
