@@ -105,8 +105,11 @@ def contour_paths(objective: Objective, paths, path, labels=None, title=None, st
 
 
 def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
-           stops=None, diverged=None) -> Path:
+           stops=None, diverged=None, values=None, value_label="learning rate") -> Path:
     """Loss (or f − f_min) and gradient norm against step, one line per column, log y.
+
+    ``values`` (one number per column, e.g. its learning rate) colours the lines on a colour
+    scale with a colour bar instead of a legend, for scans with too many lines for one.
 
     ``stops`` (optional, one step per column, e.g. ``result.steps``) ends each line where its
     start stopped; otherwise a stopped start's frozen values run on as a flat tail.
@@ -123,12 +126,20 @@ def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
     if stops is not None:
         after = steps[:, None] > np.asarray(stops, dtype=float)[None, :]
         loss, grad_norm = np.where(after, np.nan, loss), np.where(after, np.nan, grad_norm)
+    scale = colors = None
+    if values is not None:
+        scale = _value_scale(np.asarray(values, dtype=float).ravel())
+        colors, labels = [scale.to_rgba(v) for v in np.asarray(values, dtype=float).ravel()], None
     fig, (ax_f, ax_g) = _figure(2, sharex=True)
-    for ax, values, these in ((ax_f, loss, labels), (ax_g, grad_norm, None)):
-        _plot_columns(ax, steps, values, these, diverged, yscale=_log_or_symlog)
+    for ax, column_values, these in ((ax_f, loss, labels), (ax_g, grad_norm, None)):
+        _plot_columns(ax, steps, column_values, these, diverged, yscale=_log_or_symlog,
+                      colors=colors)
     ax_f.set_ylabel(_loss_label("f", f_min))
     ax_g.set_ylabel("‖∇f‖")
     ax_g.set_xlabel("step")
+    if scale is not None:
+        fig.colorbar(scale, ax=[ax_f, ax_g], location="bottom", pad=0.02, shrink=0.8,
+                     aspect=40, label=value_label + " of the line")
     return _finish(fig, ax_f, path, labels, loss.shape[1], title)
 
 
@@ -459,13 +470,14 @@ def run_figures(out_dir, objective: Objective, result, diag=None, title=None) ->
     diverged = np.asarray(result.outcomes, dtype=str) == "diverged"
     # an even subset of the starts: a matplotlib line costs ~18 KB, 10^5 of them gigabytes
     cols = np.unique(np.linspace(0, n - 1, min(n, MAX_PATHS)).round().astype(int))
+    # a scan over more rates than a legend holds: colour by rate, with a colour bar
+    by_lr = lr_axis and labels is None
     made = [curves(t.steps, t.loss[:, cols], t.grad_norm[:, cols], out_dir / "curves.png",
                    labels=None if labels is None else [labels[j] for j in cols],
                    f_min=f_min, title=title, stops=result.steps[cols],
-                   diverged=diverged[cols])]
+                   diverged=diverged[cols],
+                   values=np.asarray(result.lr)[cols] if by_lr else None)]
     if objective.dim == 2:
-        # a scan over more rates than a legend holds: colour by rate, with a colour bar
-        by_lr = lr_axis and labels is None
         made.append(contour_paths(objective, t.path[:, :, cols], out_dir / "contour.png",
                                   labels=None if labels is None else [labels[j] for j in cols],
                                   title=title,
@@ -691,8 +703,9 @@ def _colors(n: int) -> list:
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
-def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None) -> None:
-    """One line per column, each cut after its last finite value; thin lines when many.
+def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None, colors=None) -> None:
+    """One line per column, each cut after its last finite value; thin lines when many;
+    ``colors`` one per column (default: a palette over the columns).
 
     The y scale (``yscale(ax, values)``, if given) and limits come from the columns not in
     ``diverged``; the diverged ones are
@@ -704,7 +717,7 @@ def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None) -> None
         diverged = np.zeros(n, bool)
     many = n > MAX_LEGEND
     lines = []
-    for j, color in enumerate(_colors(n)):
+    for j, color in enumerate(_colors(n) if colors is None else colors):
         y = values[:, j]
         finite = np.flatnonzero(np.isfinite(y))
         if finite.size == 0:

@@ -468,6 +468,17 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return out
 
 
+def _lr_values(runs: list[RunRecord], keys: list[str]) -> Optional[list[float]]:
+    """Each run's learning rate, to colour its line by, when the rate is all that varies and
+    there are more runs than a legend holds; else None (a legend names the lines)."""
+    from .plots import MAX_LEGEND
+
+    if keys != ["optimizer.lr"] or len(runs) <= MAX_LEGEND:
+        return None
+    rates = [_number(r.params.get("optimizer.lr", "")) for r in runs]
+    return None if any(v is None for v in rates) else [float(v) for v in rates]
+
+
 def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
     """Legend labels from the varying params (``lr=0.1, optimizer=gd``); run names otherwise."""
     if not keys:
@@ -591,10 +602,12 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
             objective = group[0].params.get("objective.name", "objective")
             name = f"{Path(name).stem}-{i + 1}-{_slug(objective)}.png"
             what = f", {objective}"
+        varying = varying_keys(group)
         figures.append(plots.curves(grid, loss, grad_norm, out_dir / name,
-                                    labels=run_labels(group, varying_keys(group)),
+                                    labels=run_labels(group, varying),
                                     f_min=f_min(group), title=f"{sel.title}: loss per run{what}",
-                                    diverged=[r.status == "diverged" for r in group]))
+                                    diverged=[r.status == "diverged" for r in group],
+                                    values=_lr_values(group, varying)))
         # the first-order Taylor check, where the diagnostics logged it
         taylor = metric_curves(client, group, ("taylor_ratio",))
         if taylor is not None and np.isfinite(taylor[1][0]).any():

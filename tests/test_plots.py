@@ -279,6 +279,23 @@ def test_a_scan_of_many_rates_is_coloured_by_rate(objective, drawn, tmp_path):
     colours = {colour for (x, _, _), (style, colour) in zip(fig.lines[0], fig.styles[0])
                if style == "-"}
     assert len(colours) == 24  # one colour per rate
+    curves = drawn["curves.png"]  # its loss curves alike: a colour bar, no 24-entry legend
+    assert "learning rate of the line" in curves.labels
+    assert not [t for t in curves.legend if t.startswith("lr=")]
+    line_colours = [colour for style, colour in curves.styles[0] if style == "-"]
+    assert len(set(line_colours)) == 24
+
+
+def test_a_report_colours_a_rate_scan_by_rate_and_names_a_small_one():
+    from gdexp.report import RunRecord, _lr_values
+
+    def runs(n, **extra):
+        return [RunRecord(str(i), f"r{i}", "FINISHED",
+                          {"optimizer.lr": repr(0.01 * (i + 1)), **extra}) for i in range(n)]
+
+    assert _lr_values(runs(11), ["optimizer.lr"]) == [0.01 * (i + 1) for i in range(11)]
+    assert _lr_values(runs(10), ["optimizer.lr"]) is None  # a legend holds ten
+    assert _lr_values(runs(11), ["optimizer.lr", "seed"]) is None  # more than the rate varies
 
 
 def test_distinct_keeps_different_numbers_apart():
