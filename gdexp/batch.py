@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Sequence, Union
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 from . import descent, pipeline
 from .pipeline import Job, Outcome
@@ -102,6 +104,84 @@ def descend_together(plans: Sequence, callback=None) -> list:
                             **shared)
 
 
+# What the drawing processes draw: set before they are forked, so that they inherit it (an
+# objective holds closures, which do not pickle); a task names its entry by index.
+_DRAWING: list = []
+
+
+def _drawing_process() -> None:
+    """A drawing process leaves signals to the sweep's process: Ctrl-C reaches it too (the
+    terminal's group) and is ignored; SIGTERM, which that process sends its descendants when
+    it stops, ends it at once, without the handler it inherited."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _draw(k: int) -> None:
+    from . import plots
+
+    out, objective, result, diag, title = _DRAWING[k]
+    plots.run_figures(out, objective, result, diag, title=title)
+
+
+class _Drawing:
+    """The figures of a group's runs drawn by forked processes on the other cores while this
+    one writes the runs' other files and their store rows in job order: matplotlib takes
+    ≈ 0.2 s a figure, most of a plotted sweep's time. Linux (fork) and two cores or more;
+    otherwise each run draws its own figures as it finishes, as before."""
+
+    def __init__(self, tasks: dict):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from . import plots  # noqa: F401 - imported once here, inherited by the processes
+
+        _DRAWING[:] = list(tasks.values())
+        workers = min(len(tasks), os.cpu_count() or 1)
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_drawing_process)
+        self.futures = {i: self.pool.submit(_draw, k) for k, i in enumerate(tasks)}
+
+    @classmethod
+    def start(cls, jobs, todo, results, diags) -> Optional["_Drawing"]:
+        tasks = {}
+        for i, result, diag in zip(todo, results, diags):
+            job = jobs[i]
+            if job.cfg.tracking.plots and not isinstance(result, BaseException):
+                tasks[i] = (pipeline.partial_plots(job.out_dir), job.plan.objective, result,
+                            diag, pipeline.run_name(job.cfg, job.plan))
+        if len(tasks) < 2 or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            return None
+        return cls(tasks)
+
+    def waiter(self, i: int) -> Optional[Callable[[], None]]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        future = self.futures.get(i)
+        if future is None:
+            return None
+        k = list(self.futures).index(i)
+
+        def wait() -> None:
+            try:
+                future.result()
+            except BrokenProcessPool:  # a drawing process died (e.g. out of memory): here
+                _draw(k)
+        return wait
+
+    def close(self) -> None:
+        """Stop drawing; a run that did not finish leaves no half-drawn artifacts folder (a
+        finished one has renamed its own)."""
+        import shutil
+
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for out, *_ in _DRAWING:
+            shutil.rmtree(Path(out).parent, ignore_errors=True)
+        _DRAWING.clear()
+
+
 def run_group(jobs: Sequence[Job], label: str = "group 1/1",
               out=sys.stdout) -> list[Union[Outcome, BaseException]]:
     """Descend the jobs of one group together; then files, tracking and a line per job.
@@ -155,31 +235,15 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                         results.append(pipeline._descend(plan, monitor))
                     except Exception as e:  # noqa: BLE001
                         results.append(e)
-            for i, result, monitor in zip(todo, results, monitors):
-                job = jobs[i]
-                context = status.get(i)
-                try:
-                    if isinstance(result, BaseException):
-                        raise result
-                    outcome = pipeline.finish(job, result, monitor, with_params=True)
-                except Exception as e:  # noqa: BLE001 - one job's failure is that job's
-                    outcomes[i] = e
-                    if context is not None:
-                        try:  # a failed run still says what it was (finish logs params last)
-                            pipeline.log_params(job)
-                        except Exception:  # noqa: BLE001 - the store may be what failed
-                            pass
-                        del status[i]
-                        context.__exit__(type(e), e, e.__traceback__)
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    print(f"{job.lead}{job.name}: failed: {type(e).__name__}: {first}",
-                          file=out, flush=True)
-                    continue
-                if context is not None:
-                    del status[i]
-                    context.__exit__(None, None, None)
-                outcomes[i] = outcome
-                pipeline.announce(job, outcome, out)
+            results, diags = _diagnose_each(jobs, todo, list(results), monitors)
+            drawing = _Drawing.start(jobs, todo, results, diags)
+            try:
+                for i, result, monitor, diag in zip(todo, results, monitors, diags):
+                    _finish_one(jobs[i], i, result, monitor, diag, drawing, status, outcomes,
+                                out)
+            finally:
+                if drawing is not None:
+                    drawing.close()
     except BaseException as e:
         # Ctrl-C, SIGTERM (KILLED) or a store failure (FAILED): every run still open ends
         for i in sorted(status):
@@ -189,6 +253,51 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                 pass
         raise
     return outcomes
+
+
+def _diagnose_each(jobs, todo, results, monitors) -> tuple[list, list]:
+    """Each descended job's diagnostics; a job whose diagnostics raise gets the error as its
+    result (it alone fails)."""
+    diags = []
+    for k, (i, result, monitor) in enumerate(zip(todo, results, monitors)):
+        diag = None
+        if not isinstance(result, BaseException):
+            try:
+                diag = pipeline._diagnose(jobs[i].cfg, jobs[i].plan, result, monitor)
+            except Exception as e:  # noqa: BLE001 - one job's failure is that job's
+                results[k] = e
+        diags.append(diag)
+    return results, diags
+
+
+def _finish_one(job: Job, i: int, result, monitor, diag, drawing, status: dict,
+                outcomes: list, out) -> None:
+    """A job's files, store rows and result line; its run ended FINISHED, or FAILED (with
+    its params) when any of that raises."""
+    context = status.get(i)
+    try:
+        if isinstance(result, BaseException):
+            raise result
+        outcome = pipeline.finish(job, result, monitor, with_params=True, diag=diag,
+                                  drawn=drawing.waiter(i) if drawing is not None else None)
+    except Exception as e:  # noqa: BLE001 - one job's failure is that job's
+        outcomes[i] = e
+        if context is not None:
+            try:  # a failed run still says what it was (finish logs params last)
+                pipeline.log_params(job)
+            except Exception:  # noqa: BLE001 - the store may be what failed
+                pass
+            del status[i]
+            context.__exit__(type(e), e, e.__traceback__)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"{job.lead}{job.name}: failed: {type(e).__name__}: {first}", file=out,
+              flush=True)
+        return
+    if context is not None:
+        del status[i]
+        context.__exit__(None, None, None)
+    outcomes[i] = outcome
+    pipeline.announce(job, outcome, out)
 
 
 def sweep_value(job: Job, outcome: Outcome) -> float:

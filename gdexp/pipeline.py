@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -273,16 +273,21 @@ def write_starts_table(path: Path, objective, result: Result) -> Path:
 
 
 def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
-                result: Result, diag: Optional[dict], plots: bool) -> Path:
+                result: Result, diag: Optional[dict], plots: bool,
+                drawn: Optional[Callable[[], None]] = None) -> Path:
     """Everything a run keeps, in ``out_dir/artifacts``: config, overrides, trace, table, figures.
 
     Written into a temporary folder renamed at the end: a full or read-only disk leaves no
-    half-written artifacts, and the error names the folder."""
+    half-written artifacts, and the error names the folder. ``drawn``: the figures are being
+    drawn elsewhere into that folder's ``plots/`` (see ``partial_plots``); it waits for them
+    and raises what drawing them raised."""
     art = out_dir / "artifacts"
-    partial = out_dir / "artifacts.partial"
+    partial = partial_plots(out_dir).parent
     try:
+        if drawn is not None:
+            drawn()
         partial.mkdir(parents=True, exist_ok=True)
-        _write_artifacts(partial, cfg, overrides, plan, result, diag, plots)
+        _write_artifacts(partial, cfg, overrides, plan, result, diag, plots and drawn is None)
         partial.rename(art)
     except BaseException as e:
         shutil.rmtree(partial, ignore_errors=True)
@@ -290,6 +295,11 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
             e.filename = str(art)
         raise
     return art
+
+
+def partial_plots(out_dir: Path) -> Path:
+    """Where a run's figures are drawn before its artifacts folder is complete."""
+    return Path(out_dir) / "artifacts.partial" / "plots"
 
 
 def _write_artifacts(art: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
@@ -527,14 +537,21 @@ def log_params(job: Job) -> None:
     tracking.log(job.client, job.run_id, params=tracking.flatten(job.resolved))
 
 
-def finish(job: Job, result: Result, monitor=None, with_params: bool = False) -> Outcome:
+_DIAGNOSE = object()
+
+
+def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
+           diag=_DIAGNOSE, drawn: Optional[Callable[[], None]] = None) -> Outcome:
     """Everything after the descent: diagnostics, the run's files and, when tracked, the
     artifacts and one batch of metrics and tags (and params, ``with_params``). Does not end
-    the run."""
+    the run. ``diag``: the diagnostics when already computed (``diagnose``); ``drawn``: see
+    write_files."""
     cfg, plan = job.cfg, job.plan
-    diag = _diagnose(cfg, plan, result, monitor)
+    if diag is _DIAGNOSE:
+        diag = _diagnose(cfg, plan, result, monitor)
     claim = check_claim(cfg, plan, result, diag)
-    art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots)
+    art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots,
+                      drawn)
     if job.uri is None:
         return Outcome(result, claim=claim)
     from . import tracking

@@ -186,6 +186,90 @@ def test_a_failing_job_fails_only_itself(outputs, monkeypatch):
     assert status == {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
 
 
+def test_figures_drawn_by_other_processes_are_those_a_job_draws_alone(outputs, tmp_path):
+    """A plotted group's figures are drawn by forked processes; each run's artifacts, figures
+    included, are byte for byte those the basic launcher's job draws itself."""
+    contents = {}
+    for name, extra in (("batched", ()), ("basic", ("hydra/launcher=basic",))):
+        out = outputs / name
+        env = {**os.environ, "GDEXP_OUTPUTS": str(out)}
+        proc = subprocess.run([sys.executable, "-m", "gdexp", "run", "-m", *extra,
+                               "optimizer.lr=0.05,0.1,0.21", "stop.max_steps=300"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        client, runs = _runs(out)
+        (tmp_path / name).mkdir()
+        contents[name] = {r.info.run_name: _content(client, r, tmp_path / name)["artifacts"]
+                          for r in runs}
+        assert not list(out.glob("sweeps/*/*/*/artifacts.partial"))
+    assert sorted(contents["batched"]) == sorted(contents["basic"])
+    for run_name, artifacts in contents["basic"].items():
+        assert {"plots/curves.png", "plots/contour.png"} <= set(artifacts), run_name
+        assert contents["batched"][run_name] == artifacts, run_name
+
+
+def test_a_job_whose_figures_fail_fails_alone(outputs, monkeypatch):
+    def job(lr):
+        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100",
+                             f"tracking.uri={store_uri(outputs)}")
+        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+
+    jobs = [job(0.1), job(0.2), job(0.05)]
+    from gdexp import plots
+
+    run_figures = plots.run_figures
+
+    def broken(out_dir, *args, **kw):  # inherited by the drawing processes (fork)
+        if "job-0.2" in str(out_dir):
+            raise ValueError("cannot draw this one")
+        return run_figures(out_dir, *args, **kw)
+
+    monkeypatch.setattr(plots, "run_figures", broken)
+    outcomes = batch.run_group(jobs)
+    assert isinstance(outcomes[1], ValueError) and "cannot draw" in str(outcomes[1])
+    _, runs = _runs(outputs)
+    status = {r.data.params["optimizer.lr"]: r.info.status for r in runs}
+    assert status == {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
+    assert (outputs / "job-0.1" / "artifacts" / "plots" / "curves.png").is_file()
+    assert not (outputs / "job-0.2" / "artifacts.partial").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill-pid"])
+def test_a_signal_while_figures_are_drawn_stops_every_process(outputs, sig):
+    env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
+    rates = ",".join(repr(round(0.01 + i * 0.001, 4)) for i in range(30))
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", "run", "-m", f"optimizer.lr={rates}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        finished = 0
+        for line in proc.stdout:
+            finished += line.startswith("job ")
+            if finished == 3:
+                break
+        drawing = processes.descendants(proc.pid)
+        assert drawing, "no drawing processes"
+        if sig == signal.SIGINT:  # a terminal's Ctrl-C reaches the whole group
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig
+    what = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert stderr.strip().splitlines() == [
+        f"gdexp: interrupted by {what}; every unfinished run ended KILLED"]
+    time.sleep(0.5)
+    assert not [p for p in drawing if processes._stat(p[0]) is not None]
+    _, runs = _runs(outputs)
+    statuses = [r.info.status for r in runs]
+    assert len(statuses) == 30 and set(statuses) == {"FINISHED", "KILLED"}
+    assert statuses.count("FINISHED") >= 3
+    assert not list(outputs.glob("sweeps/*/*/*/artifacts.partial"))
+
+
 def test_ctrl_c_marks_every_unfinished_run_of_the_group_killed(outputs):
     env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
     proc = subprocess.Popen(
