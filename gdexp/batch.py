@@ -127,10 +127,10 @@ def _draw(k: int) -> None:
 
 
 class _Drawing:
-    """The figures of a group's runs drawn by forked processes on the other cores while this
-    one writes the runs' other files and their store rows in job order: matplotlib takes
-    ≈ 0.2 s a figure, most of a plotted sweep's time. Linux (fork) and two cores or more;
-    otherwise each run draws its own figures as it finishes, as before."""
+    """The figures of a group's runs drawn by forked processes, one per core, while this one
+    writes the runs' other files and their store rows in job order: matplotlib takes ≈ 0.2 s
+    a figure, most of a plotted sweep's time. Linux (fork) and two cores or more; otherwise
+    each run draws its own figures as it finishes."""
 
     def __init__(self, tasks: dict):
         import multiprocessing
