@@ -469,11 +469,12 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def _lr_values(runs: list[RunRecord], keys: list[str]) -> Optional[list[float]]:
-    """Each run's learning rate, to colour its line by, when the rate is all that varies and
-    there are more runs than a legend holds; else None (a legend names the lines)."""
+    """Each run's learning rate, to colour its line by, when the rate varies and there are
+    more runs than a legend holds (runs that differ in other params too, e.g. their seeds,
+    share their rate's colour); else None (a legend names the lines)."""
     from .plots import MAX_LEGEND
 
-    if keys != ["optimizer.lr"] or len(runs) <= MAX_LEGEND:
+    if "optimizer.lr" not in keys or len(runs) <= MAX_LEGEND:
         return None
     rates = [_number(r.params.get("optimizer.lr", "")) for r in runs]
     return None if any(v is None for v in rates) else [float(v) for v in rates]

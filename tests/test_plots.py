@@ -286,7 +286,7 @@ def test_a_scan_of_many_rates_is_coloured_by_rate(objective, drawn, tmp_path):
     assert len(set(line_colours)) == 24
 
 
-def test_a_report_colours_a_rate_scan_by_rate_and_names_a_small_one():
+def test_a_report_colours_many_runs_by_rate_and_names_a_few():
     from gdexp.report import RunRecord, _lr_values
 
     def runs(n, **extra):
@@ -295,7 +295,9 @@ def test_a_report_colours_a_rate_scan_by_rate_and_names_a_small_one():
 
     assert _lr_values(runs(11), ["optimizer.lr"]) == [0.01 * (i + 1) for i in range(11)]
     assert _lr_values(runs(10), ["optimizer.lr"]) is None  # a legend holds ten
-    assert _lr_values(runs(11), ["optimizer.lr", "seed"]) is None  # more than the rate varies
+    # seeds too: each line in its rate's colour
+    assert _lr_values(runs(11), ["optimizer.lr", "seed"]) == [0.01 * (i + 1) for i in range(11)]
+    assert _lr_values(runs(11, **{"seed": "1"}), ["seed"]) is None  # the rate does not vary
 
 
 def test_distinct_keeps_different_numbers_apart():
