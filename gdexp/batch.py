@@ -142,7 +142,7 @@ class _Drawing:
         workers = min(len(tasks), os.cpu_count() or 1)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                         initializer=_drawing_process)
-        self.futures = {i: self.pool.submit(_draw, k) for k, i in enumerate(tasks)}
+        self.futures = {i: (k, self.pool.submit(_draw, k)) for k, i in enumerate(tasks)}
 
     @classmethod
     def start(cls, jobs, todo, results, diags) -> Optional["_Drawing"]:
@@ -159,10 +159,9 @@ class _Drawing:
     def waiter(self, i: int) -> Optional[Callable[[], None]]:
         from concurrent.futures.process import BrokenProcessPool
 
-        future = self.futures.get(i)
-        if future is None:
+        if i not in self.futures:
             return None
-        k = list(self.futures).index(i)
+        k, future = self.futures[i]
 
         def wait() -> None:
             try:
