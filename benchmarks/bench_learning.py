@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from common import bare_gd, cpu, goal, interleave, paired_ratio, say
+from common import bare_gd, cpu, goal, goal_line, interleave, paired_ratio, say
 
 LR = 0.1
 
@@ -159,9 +159,8 @@ def main() -> int:
     rows = [l1_full_batch(200, 5 if quick else 15), l2_minibatch(300, 5 if quick else 15),
             l3_batched(50 if quick else 100, 3 if quick else 7), schemes(3 if quick else 5)]
     for r in rows:
-        print(f"{r['id']}  {r['goal']}: {r['ratio']:.4g}  (target {r['op']} {r['target']:.4g})"
-              f"  {'met' if r['pass'] else 'MISSED'}  {r['details'].get('ms_per_value_and_grad', '')}"
-              f" {r['details'].get('shared_over_stacked', '')}")
+        print(goal_line(r, f"{r['details'].get('ms_per_value_and_grad', '')} "
+                           f"{r['details'].get('shared_over_stacked', '')}"))
     return 0
 
 

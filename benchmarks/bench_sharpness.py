@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from common import compose, cpu, goal, interleave, paired_ratio, say
+from common import compose, cpu, goal, goal_line, interleave, paired_ratio, say
 
 
 def s1_sharpness_cost(steps: int, rounds: int, every: int = 10) -> dict:
@@ -40,9 +40,7 @@ def s1_sharpness_cost(steps: int, rounds: int, every: int = 10) -> dict:
 def main() -> int:
     quick = "--quick" in sys.argv
     r = s1_sharpness_cost(500 if quick else 3000, 3 if quick else 5)
-    print(f"{r['id']}  {r['goal']}: {r['ratio']:.4g}  (target {r['op']} {r['target']:.4g})  "
-          f"{'met' if r['pass'] else 'MISSED'}  HVPs per evaluation "
-          f"{r['details']['hvp_per_evaluation']:.2f}")
+    print(goal_line(r, f"HVPs per evaluation {r['details']['hvp_per_evaluation']:.2f}"))
     return 0
 
 

@@ -115,6 +115,12 @@ def goal(gid: str, title: str, ratio: float, target: float, op: str, *, unit: st
             "pass": bool(passed), "unit": unit, "details": details or {}}
 
 
+def goal_line(row: dict, extra: str = "") -> str:
+    """A goal row in one line, for a benchmark run alone: id, goal, ratio, target, met."""
+    return (f"{row['id']}  {row['goal']}: {row['ratio']:.4g}  (target {row['op']} "
+            f"{row['target']:.4g})  {'met' if row['pass'] else 'MISSED'}  {extra}").rstrip()
+
+
 # --- configs and stores -----------------------------------------------------------------------
 
 _hydra_ready = False
