@@ -350,3 +350,67 @@ def test_sharpness_curves_with_thresholds_and_diverged_columns(tmp_path):
                                       stops=np.array([49, 12])))
     assert_png(plots.sharpness_curves(steps, lam[:, 0], moving[:, 0], loss_steps, loss[:, 0],
                                       tmp_path / "one.png"))
+
+
+# ---------------------------------------------------------------- how figures are saved
+
+def a_variety(objective, result):
+    """Figures of every shape, by file name: two axes with a legend, contours with a colour
+    bar and paths coloured by rate, a scatter over contours, bars, points with a log axis."""
+    t = result.trace
+    return {
+        "curves.png": lambda out: plots.curves(t.steps, t.loss, t.grad_norm, out,
+                                               labels=labels_for(result), f_min=0.0,
+                                               title="curves"),
+        "contour.png": lambda out: plots.contour_paths(objective, t.path, out,
+                                                       values=result.lr),
+        "atlas.png": lambda out: plots.atlas(objective, result.x0, list(result.basin), out),
+        "bars.png": lambda out: plots.bar_fractions(["a", "b", "b"], out, title="bars"),
+        "outcome.png": lambda out: plots.outcome_vs_lr(result.lr, result.steps, result.f,
+                                                       list(result.outcomes), out, f_min=0.0),
+    }
+
+
+def draw(figures, folder, names=None):
+    """Draw the named figures (all, by default) in that order; their PNG bytes by name."""
+    return {name: figures[name](folder / name).read_bytes() for name in names or figures}
+
+
+def test_a_saved_figure_is_the_png_savefig_writes(objective, result, tmp_path, monkeypatch):
+    """One draw per figure, on a reused canvas, writes the very bytes of matplotlib's own
+    `Figure.savefig` on a new figure (which draws twice: to lay out, then to render)."""
+    figures = a_variety(objective, result)
+    ours = draw(figures, tmp_path / "ours")
+    from matplotlib.figure import Figure
+
+    def new_figure(nrows=1, sharex=False):
+        fig = Figure(figsize=plots.FIGSIZE, layout="constrained")
+        return fig, fig.subplots(nrows, 1, sharex=sharex)
+
+    def savefig(fig, path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=plots.DPI)
+        return Path(path)
+
+    monkeypatch.setattr(plots, "_figure", new_figure)
+    monkeypatch.setattr(plots, "_save", savefig)
+    theirs = draw(figures, tmp_path / "theirs")
+    for name in figures:
+        assert ours[name] == theirs[name], name
+
+
+def test_a_figure_does_not_depend_on_the_figures_drawn_before_it(objective, result, tmp_path,
+                                                                 monkeypatch):
+    """A reused figure keeps nothing of the last one: every figure drawn on a figure that
+    served all the others (of other shapes, in reverse order) is byte-identical to the same
+    figure drawn on a new one."""
+    figures = a_variety(objective, result)
+    monkeypatch.setattr(plots, "_SPARE", [])
+    first = {}
+    for name in figures:
+        plots._SPARE.clear()  # a new figure for each
+        first.update(draw(figures, tmp_path / "new", [name]))
+    again = draw(figures, tmp_path / "again", list(reversed(list(figures))))
+    assert len(plots._SPARE) == 1  # one figure served them all, one after the other
+    for name in figures:
+        assert again[name] == first[name], name
