@@ -1,8 +1,8 @@
 """`hydra/launcher=batched`: a sweep's jobs grouped into batched descents, each job still its own run."""
 
-import copy
 import logging
 import os
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,9 +192,11 @@ class BatchedLauncher(Launcher):
                 if template is None:
                     cfg = loader.load_sweep_config(self.config, list(overrides))
                     ok = all(_plain_value(cfg, o) for o in values)
-                    templates[shape] = copy.deepcopy(cfg) if ok else False
+                    # kept pickled: unpickling a config copies it in a third of deepcopy's time
+                    templates[shape] = (pickle.dumps(cfg, pickle.HIGHEST_PROTOCOL) if ok
+                                        else False)
                 elif template is not False:
-                    cfg = copy.deepcopy(template)
+                    cfg = pickle.loads(template)
                     for o in values:
                         OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
                     app = [o for o in parsed if not o.is_hydra_override()]
