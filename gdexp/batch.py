@@ -104,81 +104,149 @@ def descend_together(plans: Sequence, callback=None) -> list:
                             **shared)
 
 
-# What the drawing processes draw: set before they are forked, so that they inherit it (an
+# What the helper processes do: set before they are forked, so that they inherit it (an
 # objective holds closures, which do not pickle); a task names its entry by index.
-_DRAWING: list = []
+_TASKS: list = []
 
 
-def _drawing_process() -> None:
-    """A drawing process leaves signals to the sweep's process: Ctrl-C reaches it too (the
+def _helper_process(stores: bool) -> None:
+    """A helper process leaves signals to the sweep's process: Ctrl-C reaches it too (the
     terminal's group) and is ignored; SIGTERM, which that process sends its descendants when
-    it stops, ends it at once, without the handler it inherited."""
+    it stops, ends it at once, without the handler it inherited. ``stores``: it writes to
+    stores, through connections of its own."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if stores:
+        from . import tracking
+
+        tracking.forked()
 
 
-def _draw(k: int) -> None:
-    from . import plots
+def _help(k: int) -> tuple[Optional[BaseException], Optional[BaseException]]:
+    """Task k: a run's store batch and its figures; what each raised (returned, so that the
+    figures are drawn even when the store refused the batch, and the other way round)."""
+    figures, batch = _TASKS[k]
+    errors: list = [None, None]
+    if batch is not None:
+        from . import tracking
 
-    out, objective, result, diag, title = _DRAWING[k]
-    plots.run_figures(out, objective, result, diag, title=title)
+        uri, run_id, rows = batch
+        try:
+            tracking.log(tracking.client(uri), run_id, **rows)
+        except Exception as e:  # noqa: BLE001 - the job's, raised where it waits
+            errors[1] = e
+    if figures is not None:
+        from . import plots
+
+        out, objective, result, diag, title = figures
+        try:
+            plots.run_figures(out, objective, result, diag, title=title)
+        except Exception as e:  # noqa: BLE001
+            errors[0] = e
+    return errors[0], errors[1]
 
 
-class _Drawing:
-    """The figures of a group's runs drawn by forked processes, one per core, while this one
-    writes the runs' other files and their store rows in job order: matplotlib takes ≈ 0.2 s
-    a figure, most of a plotted sweep's time. Linux (fork) and two cores or more; otherwise
-    each run draws its own figures as it finishes."""
+class _Helpers:
+    """Forked processes, one per core, that draw the figures of a group's runs (matplotlib
+    takes ≈ 0.1 s a figure, most of a plotted sweep's time) and write each run's batch of
+    store rows (≈ 0.1 ms an ORM row, most of an unplotted one's; two processes write a
+    sqlite store 1.4× as fast as one), while this one writes the runs' other files and ends
+    each run in job order. Linux (fork) and two cores or more; otherwise, and for a store
+    that a forked process cannot write to (``tracking.writable_after_fork``), each run
+    draws and logs as it finishes. A batch is computed here, before the fork: should a
+    helper die, this process writes the very same rows (the store drops duplicates)."""
 
     def __init__(self, tasks: dict):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         from . import plots  # noqa: F401 - imported once here, inherited by the processes
+        from . import processes
 
-        _DRAWING[:] = list(tasks.values())
+        _TASKS[:] = list(tasks.values())
+        self.index = {i: k for k, i in enumerate(tasks)}
+        self.done: dict = {}
+        stores = any(batch is not None for _, batch in _TASKS)
         workers = min(len(tasks), os.cpu_count() or 1)
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_drawing_process)
-        self.futures = {i: (k, self.pool.submit(_draw, k)) for k, i in enumerate(tasks)}
+        # the processes are forked at the first submit, while no heartbeat writes
+        with processes.heartbeats.paused():
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_helper_process, initargs=(stores,))
+            self.futures = [self.pool.submit(_help, k) for k in range(len(_TASKS))]
 
     @classmethod
-    def start(cls, jobs, todo, results, diags) -> Optional["_Drawing"]:
+    def start(cls, jobs, todo, results, diags) -> Optional["_Helpers"]:
+        if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            return None
+        from . import tracking
+
         tasks = {}
         for i, result, diag in zip(todo, results, diags):
             job = jobs[i]
-            if job.cfg.tracking.plots and not isinstance(result, BaseException):
-                tasks[i] = (pipeline.partial_plots(job.out_dir), job.plan.objective, result,
-                            diag, pipeline.run_name(job.cfg, job.plan))
-        if len(tasks) < 2 or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            if isinstance(result, BaseException):
+                continue
+            figures = batch = None
+            if job.cfg.tracking.plots:
+                figures = (pipeline.partial_plots(job.out_dir), job.plan.objective, result,
+                           diag, pipeline.run_name(job.cfg, job.plan))
+            if job.uri is not None and tracking.writable_after_fork(job.uri):
+                try:
+                    claim = pipeline.check_claim(job.cfg, job.plan, result, diag)
+                    batch = (job.uri, job.run_id,
+                             pipeline.store_batch(job, result, diag, claim, with_params=True))
+                except Exception:  # noqa: BLE001 - then finishing the job raises it
+                    pass
+            if figures is not None or batch is not None:
+                tasks[i] = (figures, batch)
+        if len(tasks) < 2:
             return None
         return cls(tasks)
 
-    def waiter(self, i: int) -> Optional[Callable[[], None]]:
+    def _errors(self, i: int) -> tuple:
         from concurrent.futures.process import BrokenProcessPool
 
-        if i not in self.futures:
-            return None
-        k, future = self.futures[i]
-
-        def wait() -> None:
+        k = self.index[i]
+        if k not in self.done:
             try:
-                future.result()
-            except BrokenProcessPool:  # a drawing process died (e.g. out of memory): here
-                _draw(k)
-        return wait
+                self.done[k] = self.futures[k].result()
+            except BrokenProcessPool:  # a helper died (e.g. out of memory): here
+                self.done[k] = _help(k)
+        return self.done[k]
+
+    def waiters(self, i: int) -> tuple[Optional[Callable[[], None]], Optional[Callable[[], None]]]:
+        """For job ``i``: (waits for its figures, waits for its store batch), each None when
+        done here; each raises what doing it raised."""
+        if i not in self.index:
+            return None, None
+        figures, batch = _TASKS[self.index[i]]
+
+        def waiter(part: int) -> Callable[[], None]:
+            def wait() -> None:
+                error = self._errors(i)[part]
+                if error is not None:
+                    raise error
+            return wait
+        return (waiter(0) if figures is not None else None,
+                waiter(1) if batch is not None else None)
+
+    def settle(self, i: int) -> None:
+        """Wait until job ``i``'s task is over, whatever it raised (before its run ends)."""
+        if i in self.index:
+            self._errors(i)
 
     def close(self) -> None:
-        """Stop drawing; a run that did not finish leaves no half-drawn artifacts folder (a
-        finished one has renamed its own)."""
+        """Stop; a run that did not finish leaves no half-drawn artifacts folder (a finished
+        one has renamed its own)."""
         import shutil
 
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for out, *_ in _DRAWING:
-            shutil.rmtree(Path(out).parent, ignore_errors=True)
-        _DRAWING.clear()
+        for figures, _ in _TASKS:
+            if figures is not None:
+                shutil.rmtree(Path(figures[0]).parent, ignore_errors=True)
+        _TASKS.clear()
 
 
 def run_group(jobs: Sequence[Job], label: str = "group 1/1",
@@ -235,14 +303,14 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                     except Exception as e:  # noqa: BLE001
                         results.append(e)
             results, diags = _diagnose_each(jobs, todo, list(results), monitors)
-            drawing = _Drawing.start(jobs, todo, results, diags)
+            helpers = _Helpers.start(jobs, todo, results, diags)
             try:
                 for i, result, monitor, diag in zip(todo, results, monitors, diags):
-                    _finish_one(jobs[i], i, result, monitor, diag, drawing, status, outcomes,
+                    _finish_one(jobs[i], i, result, monitor, diag, helpers, status, outcomes,
                                 out)
             finally:
-                if drawing is not None:
-                    drawing.close()
+                if helpers is not None:
+                    helpers.close()
     except BaseException as e:
         # Ctrl-C, SIGTERM (KILLED) or a store failure (FAILED): every run still open ends
         for i in sorted(status):
@@ -269,18 +337,21 @@ def _diagnose_each(jobs, todo, results, monitors) -> tuple[list, list]:
     return results, diags
 
 
-def _finish_one(job: Job, i: int, result, monitor, diag, drawing, status: dict,
-                outcomes: list, out) -> None:
+def _finish_one(job: Job, i: int, result, monitor, diag, helpers: Optional[_Helpers],
+                status: dict, outcomes: list, out) -> None:
     """A job's files, store rows and result line; its run ended FINISHED, or FAILED (with
     its params) when any of that raises."""
     context = status.get(i)
     try:
         if isinstance(result, BaseException):
             raise result
+        drawn, logged = helpers.waiters(i) if helpers is not None else (None, None)
         outcome = pipeline.finish(job, result, monitor, with_params=True, diag=diag,
-                                  drawn=drawing.waiter(i) if drawing is not None else None)
+                                  drawn=drawn, logged=logged)
     except Exception as e:  # noqa: BLE001 - one job's failure is that job's
         outcomes[i] = e
+        if helpers is not None:  # nothing of its own is written after its run has ended
+            helpers.settle(i)
         if context is not None:
             try:  # a failed run still says what it was (finish logs params last)
                 pipeline.log_params(job)

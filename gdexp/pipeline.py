@@ -541,11 +541,13 @@ _DIAGNOSE = object()
 
 
 def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
-           diag=_DIAGNOSE, drawn: Optional[Callable[[], None]] = None) -> Outcome:
+           diag=_DIAGNOSE, drawn: Optional[Callable[[], None]] = None,
+           logged: Optional[Callable[[], None]] = None) -> Outcome:
     """Everything after the descent: diagnostics, the run's files and, when tracked, the
     artifacts and one batch of metrics and tags (and params, ``with_params``). Does not end
     the run. ``diag``: the diagnostics when already computed (``diagnose``); ``drawn``: see
-    write_files."""
+    write_files; ``logged``: the batch (``store_batch``) is being written by another
+    process; it waits for it and raises what writing it raised."""
     cfg, plan = job.cfg, job.plan
     if diag is _DIAGNOSE:
         diag = _diagnose(cfg, plan, result, monitor)
@@ -559,14 +561,29 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
     client = job.client
     # the run's artifact folder is known from its creation: no look-up of the run
     tracking.log_artifacts(client, job.run_id, art, job.artifact_uri)
+    if plan.objective.dataset is not None:
+        tracking.log_dataset(client, job.run_id, plan.objective.dataset)
+    if logged is not None:
+        logged()
+    else:
+        tracking.log(client, job.run_id, **store_batch(job, result, diag, claim, with_params))
+    return Outcome(result, job.run_id, job.experiment_id, job.uri, claim=claim)
+
+
+def store_batch(job: Job, result: Result, diag: Optional[dict], claim: Optional[dict],
+                with_params: bool) -> dict:
+    """A tracked run's one batch of store rows: its metrics (summary values and thinned
+    curves), tags and, ``with_params``, its params; keywords of ``tracking.log``."""
+    from . import tracking
+
+    plan = job.plan
     stamp = int(time.time() * 1000)
-    cap = cfg.tracking.max_curve_points
+    cap = job.cfg.tracking.max_curve_points
     scalars, series, tags = summary_metrics(result), curves(result), outcome_tags(result)
     if plan.objective.dataset is not None:
         scalars.update(learning_metrics(plan.objective, result))
         tags.update({f"dataset.{k}": str(v) for k, v in plan.objective.dataset.items()
                      if k != "name"})
-        tracking.log_dataset(client, job.run_id, plan.objective.dataset)
     if diag is not None:
         scalars, series, tags = ({**scalars, **diag["metrics"]}, {**series, **diag["curves"]},
                                  {**tags, **diag["tags"]})
@@ -575,9 +592,8 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
     metrics = tracking.scalar_metrics(scalars, stamp)
     for key, (steps, values) in series.items():
         metrics += tracking.curve_metrics(key, steps, values, cap, stamp)
-    tracking.log(client, job.run_id, metrics=metrics, tags=tags,
-                 params=tracking.flatten(job.resolved) if with_params else None)
-    return Outcome(result, job.run_id, job.experiment_id, job.uri, claim=claim)
+    return {"metrics": metrics, "tags": tags,
+            "params": tracking.flatten(job.resolved) if with_params else None}
 
 
 def check_claim(cfg: DictConfig, plan: config.Plan, result: Result,

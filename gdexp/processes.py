@@ -283,6 +283,7 @@ class _Heartbeats:
     def __init__(self) -> None:
         self.beats: dict[str, Callable[[], None]] = {}
         self.lock = threading.Lock()
+        self.beating = threading.Lock()  # held while the beats write (see paused)
         self.thread: Optional[threading.Thread] = None
 
     def add(self, run_id: str, beat: Callable[[], None]) -> None:
@@ -297,14 +298,23 @@ class _Heartbeats:
         with self.lock:
             self.beats.pop(run_id, None)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No beat is writing to the store meanwhile: a process forked inside inherits no
+        lock that the beating thread held (sqlite's, the connection pool's) and no
+        half-done request."""
+        with self.beating:
+            yield
+
     def _loop(self) -> None:
         while True:
             time.sleep(HEARTBEAT_EVERY)
             with self.lock:
                 beats = list(self.beats.values())
-            for beat in beats:
-                with contextlib.suppress(Exception):  # a busy store: the next beat will do
-                    beat()
+            with self.beating:
+                for beat in beats:
+                    with contextlib.suppress(Exception):  # a busy store: the next beat will do
+                        beat()
 
 
 heartbeats = _Heartbeats()

@@ -132,6 +132,28 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def writable_after_fork(uri: str) -> bool:
+    """Whether a process forked from this one may write to the store at ``uri``: a database
+    file or server, reached through an SQLAlchemy engine this process can hand over (not an
+    in-memory database, which the child would copy; not an HTTP server, whose client is
+    not known to survive a fork)."""
+    if urlparse(uri).scheme.split("+")[0] not in SQL_SCHEMES or uri == "sqlite:///:memory:":
+        return False
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return isinstance(getattr(SqlAlchemyStore, "_engine_map", None), dict)
+
+
+def forked() -> None:
+    """In a process just forked: the connections the store engines hold belong to the
+    parent (SQLAlchemy's pattern for fork: a fresh pool, the inherited one left untouched),
+    so that this process opens its own."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for engine in list(SqlAlchemyStore._engine_map.values()):
+        engine.dispose(close=False)
+
+
 def _sql_store(uri: str, artifact_root: str):
     """Create (tables, migrations, the Default experiment) or open the store itself. Created
     here the Default experiment keeps its artifacts beside the db, not in ``<cwd>/mlruns``,

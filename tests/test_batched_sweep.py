@@ -234,6 +234,46 @@ def test_a_job_whose_figures_fail_fails_alone(outputs, monkeypatch):
     assert not (outputs / "job-0.2" / "artifacts.partial").exists()
 
 
+def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, monkeypatch):
+    """A group's store batches are written by forked processes; one the store refuses fails
+    that job only, and the others' rows are those a job logs alone."""
+    from gdexp import tracking
+
+    def job(lr):
+        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100", "tracking.plots=false",
+                             f"tracking.uri={store_uri(outputs)}")
+        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+
+    writers = outputs / "writers.txt"
+    log = tracking.log
+
+    def refusing(client, run_id, **rows):  # inherited by the helper processes (fork)
+        if rows.get("metrics") and (rows.get("params") or {}).get("optimizer.lr") == "0.2":
+            raise RuntimeError("the store refused this batch")
+        if rows.get("metrics"):
+            with open(writers, "a") as f:
+                f.write(f"{os.getpid()}\n")
+        return log(client, run_id, **rows)
+
+    monkeypatch.setattr(tracking, "log", refusing)
+    outcomes = batch.run_group([job(0.1), job(0.2), job(0.05)])
+    assert isinstance(outcomes[1], RuntimeError) and "refused" in str(outcomes[1])
+    pids = set(writers.read_text().split())
+    assert pids and str(os.getpid()) not in pids  # written by the helpers, not by this one
+    monkeypatch.setattr(tracking, "log", log)
+    client, runs = _runs(outputs)
+    by_lr = {r.data.params["optimizer.lr"]: r for r in runs}
+    assert {k: r.info.status for k, r in by_lr.items()} == \
+        {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
+    alone = outputs / "alone"
+    cfg = compose_config("optimizer.lr=0.1", "stop.max_steps=100", "tracking.plots=false",
+                         f"tracking.uri={store_uri(alone)}")
+    pipeline.execute(cfg, alone / "job", ["optimizer.lr=0.1"])
+    _, [single] = _runs(alone)
+    assert _content(client, by_lr["0.1"], outputs)["metrics"] == \
+        _content(tracking.client(store_uri(alone)), single, outputs)["metrics"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill-pid"])
 def test_a_signal_while_figures_are_drawn_stops_every_process(outputs, sig):
     env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
