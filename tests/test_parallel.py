@@ -213,6 +213,20 @@ def test_joblib_sweep_through_a_server_on_postgresql_loses_nothing(outputs, tmp_
         assert dict(rows.all()) == {"FINISHED": 9}
 
 
+def test_batched_sweep_straight_into_postgresql_loses_nothing(outputs, postgres):
+    """A batched sweep whose helper processes write the runs' rows into PostgreSQL, each on
+    connections of its own (forked after the sweep's process opened the store)."""
+    proc = run_cli("run", "-m", "optimizer.lr=0.01,0.05,0.1,0.15", "seed=0,1",
+                   f"tracking.uri={postgres}", "tracking.experiment=team", *CHEAP,
+                   outputs=outputs, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "group 1/1: 8 jobs" in proc.stdout
+    client = MlflowClient(tracking_uri=postgres)
+    _, children = sweep_runs(client, "team", 8)
+    assert {c.data.params["optimizer.lr"] for c in children} == {"0.01", "0.05", "0.1", "0.15"}
+    assert not (outputs / "mlflow.db").exists()
+
+
 @pytest.mark.slow
 def test_submitit_local_runs_each_job_in_its_own_process(outputs):
     assert not (outputs / "mlflow.db").exists()
