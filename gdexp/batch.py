@@ -7,17 +7,16 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from . import descent, pipeline
+from . import descent, optimizers, pipeline
 from .pipeline import Job, Outcome
 
-# Top-level keys a job of a group may set on its own: the starts (seed, init), what happens
-# after the descent (tracking, diagnostics, sweep_metric, basin_tol) and the per-job trace
-# budgets. Everything else (objective, optimizer, schedule, line search, stop rules, and any
+# Top-level keys a job of a group may set on its own: the starts (seed, init), the optimizer
+# and its rate (each job's columns are updated by its own rule, ``optimizers.stacked``), what
+# happens after the descent (tracking, diagnostics, sweep_metric, basin_tol) and the per-job
+# trace budgets. Everything else (objective, data, schedule, line search, stop rules, and any
 # key added later) must be equal within a group: a key the descent reads must not be here.
-PER_JOB_KEYS = ("seed", "init", "tracking", "diagnostics", "sweep_metric", "basin_tol",
-                "trace_budget", "path_budget")
-# ... and of the optimizer, its base rate, which the core takes per start.
-PER_JOB_OPTIMIZER_KEYS = ("lr",)
+PER_JOB_KEYS = ("seed", "init", "optimizer", "tracking", "diagnostics", "sweep_metric",
+                "basin_tol", "trace_budget", "path_budget")
 
 MAX_GROUP_JOBS = 1000
 MAX_GROUP_BYTES = 1 << 30
@@ -26,10 +25,15 @@ MAX_GROUP_BYTES = 1 << 30
 def group_key(resolved: dict) -> str:
     """Equal for two jobs exactly when they can share one descent."""
     core = {k: v for k, v in resolved.items() if k not in PER_JOB_KEYS}
-    if isinstance(core.get("optimizer"), dict):
-        core["optimizer"] = {k: v for k, v in core["optimizer"].items()
-                             if k not in PER_JOB_OPTIMIZER_KEYS}
     return json.dumps(core, sort_keys=True, default=str)
+
+
+def update_rule(resolved: dict) -> str:
+    """Equal for two jobs exactly when their optimizers update alike (the rate aside: the
+    core takes it per start)."""
+    opt = resolved.get("optimizer")
+    opt = {k: v for k, v in opt.items() if k != "lr"} if isinstance(opt, dict) else opt
+    return json.dumps(opt, sort_keys=True, default=str)
 
 
 def recorded_bytes(plan) -> int:
@@ -92,16 +96,37 @@ class GroupProgress(pipeline.Progress):
 PER_JOB_RUN_KWARGS = ("basin_tol", "trace_budget", "path_budget")
 
 
-def descend_together(plans: Sequence, callback=None) -> list:
-    """One batched descent over the plans (which share everything but their starts, rates and
-    per-job budgets); a Result per plan, equal to what ``pipeline`` gets for it alone."""
+def descend_together(plans: Sequence, callback=None,
+                     rules: Optional[Sequence[str]] = None) -> list:
+    """One batched descent over the plans (which share everything but their starts, rates,
+    optimizers and per-job budgets); a Result per plan, equal to what ``pipeline`` gets for it
+    alone. ``rules[j]``: plan j's ``update_rule`` (None: the plans share the first's
+    optimizer). Jobs of one rule are descended side by side, their columns updated by one
+    call of their optimizer (``optimizers.stacked``)."""
     first = plans[0]
+    order = list(range(len(plans)))
+    optimizer = first.optimizer
+    if rules is not None and len(set(rules)) > 1:
+        rank = {rule: r for r, rule in reversed(list(enumerate(rules)))}
+        order.sort(key=lambda j: rank[rules[j]])  # stable: job order within a rule
+        blocks: list = []
+        for j in order:
+            if blocks and blocks[-1][0] == rules[j]:
+                blocks[-1][2] += plans[j].n
+            else:
+                blocks.append([rules[j], plans[j].optimizer, plans[j].n])
+        optimizer = optimizers.stacked([(opt, n) for _, opt, n in blocks])
+    ordered = [plans[j] for j in order]
     shared = {k: v for k, v in first.run_kwargs.items() if k not in PER_JOB_RUN_KWARGS}
-    per_job = {k: [p.run_kwargs[k] for p in plans] for k in PER_JOB_RUN_KWARGS}
-    return descent.run_jobs(first.objective, [p.x0 for p in plans], first.optimizer,
-                            [p.lr for p in plans], schedule=first.schedule,
-                            line_search=first.line_search, callback=callback, **per_job,
-                            **shared)
+    per_job = {k: [p.run_kwargs[k] for p in ordered] for k in PER_JOB_RUN_KWARGS}
+    results = descent.run_jobs(first.objective, [p.x0 for p in ordered], optimizer,
+                               [p.lr for p in ordered], schedule=first.schedule,
+                               line_search=first.line_search, callback=callback, **per_job,
+                               **shared)
+    out: list = [None] * len(plans)
+    for j, result in zip(order, results):
+        out[j] = result
+    return out
 
 
 # What the helper processes do: set before they are forked, so that they inherit it (an
@@ -294,7 +319,9 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                 else:
                     progress = GroupProgress(label, len(todo), plans[0].run_kwargs["max_steps"],
                                              stream=out)
-                    results = descend_together(plans, callback=progress)
+                    results = descend_together(
+                        plans, callback=progress,
+                        rules=[update_rule(jobs[i].resolved) for i in todo])
             except Exception:  # noqa: BLE001 - then each job alone: only the guilty one fails
                 results = []
                 for plan, monitor in zip(plans, monitors):

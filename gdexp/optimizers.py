@@ -352,6 +352,29 @@ def adam(beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_dec
                   "diag(1/(sqrt(v_hat)+eps))*H, which moves with v"))
 
 
+def stacked(blocks) -> Optimizer:
+    """Consecutive blocks of columns, each updated by its own optimizer: ``blocks`` is a list
+    of (optimizer, number of columns). Block b's step and state are what its optimizer
+    computes on its own columns, which is what it computes for them alone: every rule is
+    elementwise over the columns. This is how a batched sweep descends jobs with different
+    optimizers or constants (momentum, betas) together. Its ``stability`` is unknown: each
+    block has its own."""
+    optimizers = [opt for opt, _ in blocks]
+    edges = np.cumsum([0] + [int(n) for _, n in blocks])
+    cols = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+    def init(x):
+        return tuple(opt.init(x[:, c]) for opt, c in zip(optimizers, cols))
+
+    def update(g, state, x, lr):
+        per_column = np.ndim(lr) > 0
+        out = [opt.update(g[:, c], s, x[:, c], lr[c] if per_column else lr)
+               for opt, c, s in zip(optimizers, cols, state)]
+        return np.concatenate([step for step, _ in out], axis=1), tuple(s for _, s in out)
+
+    return Optimizer(init, update)
+
+
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "gd": gd,
     "momentum": momentum,

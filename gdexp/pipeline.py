@@ -106,7 +106,7 @@ def run_name(cfg: DictConfig, plan: config.Plan) -> str:
     data = OmegaConf.select(cfg, "data.name", default="none")
     if data != "none":
         parts.append(str(data))
-    parts.append(str(cfg.optimizer.name))
+    parts.append(optimizer_label(cfg))
     if cfg.schedule.name != "constant":
         parts.append(str(cfg.schedule.name))
     if cfg.line_search.name != "none":
@@ -124,13 +124,34 @@ def run_name(cfg: DictConfig, plan: config.Plan) -> str:
 
 # Short forms of objective settings in run names.
 SETTING_NAMES = {"dim": "d"}
+# ... and of optimizer settings (``momentum-mu0.5``, ``adam-beta1_0.8-amsgrad``)
+OPTIMIZER_SETTING_NAMES = {"momentum": "mu", "dampening": "tau", "weight_decay": "wd",
+                           "beta1": "beta1_", "beta2": "beta2_", "lr_decay": "lrdecay",
+                           "initial_accumulator_value": "acc"}
 
 
 @functools.lru_cache(maxsize=None)
-def _objective_options() -> dict[str, dict]:
-    """The option files of the objective group: option name -> its settings."""
+def _options(group: str = "objective") -> dict[str, dict]:
+    """The option files of a config group: option name -> its settings."""
     return {path.stem: OmegaConf.to_container(OmegaConf.load(path))
-            for path in sorted((config.CONF_DIR / "objective").glob("*.yaml"))}
+            for path in sorted((config.CONF_DIR / group).glob("*.yaml"))}
+
+
+def optimizer_label(cfg: DictConfig) -> str:
+    """The optimizer's name, plus its settings (the rate aside) that differ from its option
+    file: what tells the runs of a momentum or beta sweep apart."""
+    settings = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    name = str(settings.get("name"))
+    option = _options("optimizer").get(name, {})
+    changed = []
+    for key, value in settings.items():
+        if key in ("name", "lr") or value == option.get(key, value):
+            continue
+        if isinstance(value, bool):
+            changed += [key] if value else [f"no{key}"]
+        elif isinstance(value, (int, float)):
+            changed.append(f"{OPTIMIZER_SETTING_NAMES.get(key, key)}{value:g}")
+    return "-".join([name, *changed])
 
 
 def objective_label(cfg: DictConfig) -> str:
@@ -142,7 +163,7 @@ def objective_label(cfg: DictConfig) -> str:
     the config on the most keys (its own name first on a tie)."""
     settings = OmegaConf.to_container(cfg.objective, resolve=True)
     name = settings.get("name")
-    candidates = {stem: opt for stem, opt in _objective_options().items()
+    candidates = {stem: opt for stem, opt in _options().items()
                   if opt.get("name") == name}
     if not candidates:
         return str(name)

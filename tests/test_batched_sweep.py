@@ -18,8 +18,10 @@ from gdexp import batch, pipeline, processes
 
 from .conftest import compose_config, store_uri
 
-# two objectives × two rates × two seeds of uniform starts (one rate diverges on Rosenbrock)
-MIXED = ("objective=quadratic,rosenbrock", "optimizer.lr=0.0019,0.01", "seed=0,1",
+# two objectives × two optimizers × two rates × two seeds of uniform starts (one rate
+# diverges on Rosenbrock); the optimizers share each objective's descent
+MIXED = ("objective=quadratic,rosenbrock", "optimizer=gd,momentum", "optimizer.lr=0.0019,0.01",
+         "seed=0,1",
          "init=uniform", "init.n_starts=2", "init.low=[-1.5,-0.5]", "init.high=[1.5,1.5]",
          "stop.max_steps=400", "tracking.plots=false")
 # tags that name the run itself, its parent or when it ran
@@ -99,7 +101,7 @@ def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
     contents = {}
     for name, (outputs, _) in sweeps.items():
         client, runs = _runs(outputs)
-        assert len(runs) == 8
+        assert len(runs) == 16
         (tmp_path / name).mkdir()
         contents[name] = {r.info.run_name: _content(client, r, tmp_path / name) for r in runs}
     batched, basic = contents["batched"], contents["basic"]
@@ -116,18 +118,18 @@ def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
 
 def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
     files = {name: _job_files(outputs) for name, (outputs, _) in sweeps.items()}
-    assert len(files["basic"]) == 8
+    assert len(files["basic"]) == 16
     assert files["batched"] == files["basic"]
 
 
 def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
     _, stdout = sweeps["batched"]
     assert re.findall(r"^group (\d)/(\d): (\d+) jobs", stdout, re.M) == [
-        ("1", "2", "4"), ("2", "2", "4")]
+        ("1", "2", "8"), ("2", "2", "8")]
     # one compact line per job, no per-job "job k/N" lines
-    lines = re.findall(r"^job (\d+)/8  .*\[run [0-9a-f]{8}\]$", stdout, re.M)
-    assert sorted(int(k) for k in lines) == list(range(1, 9))
-    assert len(re.findall(r"^job \d+/", stdout, re.M)) == 8
+    lines = re.findall(r"^job (\d+)/16  .*\[run [0-9a-f]{8}\]$", stdout, re.M)
+    assert sorted(int(k) for k in lines) == list(range(1, 17))
+    assert len(re.findall(r"^job \d+/", stdout, re.M)) == 16
 
 
 def test_groups_are_what_cannot_vary_inside_one_descent():
@@ -140,7 +142,8 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "optimizer.lr=0.002", "init=uniform",
                 "init.n_starts=5", "basin_tol=0.1", "diagnostics.enabled=false"),
             job("objective=rosenbrock", "objective.b=10"),             # another function
-            job("objective=rosenbrock", "optimizer=momentum"),         # another update rule
+            # other update rules and constants: the same descent (optimizers.stacked)
+            job("objective=rosenbrock", "optimizer=momentum"),
             job("objective=rosenbrock", "optimizer=momentum", "optimizer.lr=0.01"),
             job("objective=rosenbrock", "optimizer=momentum", "optimizer.momentum=0.5"),
             job("objective=rosenbrock", "stop.max_steps=10"),          # other stop rules
@@ -152,11 +155,11 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32")]
-    assert batch.form_groups(jobs) == [[0, 2, 10], [1], [3], [4, 5], [6], [7], [8], [9],
-                                       [11], [12], [13], [14]]
+    assert batch.form_groups(jobs) == [[0, 2, 4, 5, 6, 10], [1], [3], [7], [8], [9], [11],
+                                       [12], [13], [14]]
     jobs = jobs[:11]
     # the per-group bounds: a job cap and a memory cap
-    assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [10], [1], [3], [4, 5], [6], [7],
+    assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [4, 5], [6, 10], [1], [3], [7],
                                                   [8], [9]]
     one = batch.recorded_bytes(jobs[0].plan)
     assert batch.form_groups(jobs[:1] * 5, max_bytes=2 * one) == [[0, 1], [2, 3], [4]]

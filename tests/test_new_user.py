@@ -77,6 +77,12 @@ def test_run_names_say_what_sets_a_run_apart():
     assert name("objective=rosenbrock", "objective.dim=4").startswith("rosenbrock-d4-gd-")
     assert "-cosine-" in name("schedule=cosine", "schedule.decay_steps=100")
     assert "-armijo-" in name("line_search=armijo")
+    # an optimizer's settings changed from its option file (a momentum or beta sweep)
+    assert name("optimizer=momentum").startswith("quadratic-momentum-lr")
+    assert name("optimizer=momentum", "optimizer.momentum=0.5",
+                "optimizer.weight_decay=0.01").startswith("quadratic-momentum-mu0.5-wd0.01-lr")
+    assert name("optimizer=adam", "optimizer.beta1=0.8", "optimizer.amsgrad=true").startswith(
+        "quadratic-adam-beta1_0.8-amsgrad-lr")
     assert name("objective=least_squares", "data=diabetes", "data.batch_size=32").startswith(
         "least_squares-diabetes-gd-") and "-b32-" in name(
         "objective=least_squares", "data=diabetes", "data.batch_size=32")

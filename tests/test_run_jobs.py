@@ -8,7 +8,7 @@ import pytest
 
 from gdexp.descent import Armijo, Result, Trace, run, run_jobs
 from gdexp.objectives import OBJECTIVES
-from gdexp.optimizers import OPTIMIZERS
+from gdexp.optimizers import OPTIMIZERS, stacked
 from gdexp.schedules import SCHEDULES
 
 
@@ -89,6 +89,31 @@ def test_line_search_and_value_tol_on_a_rotated_quadratic():
     for a, b in zip(together, alone):
         assert_same(a, b)
     assert len({int(r.steps.max()) for r in alone}) > 1
+
+
+@pytest.mark.parametrize("line_search", [None, Armijo(max_iter=20)], ids=["rate", "armijo"])
+def test_jobs_with_their_own_optimizers_descend_together(line_search):
+    """``optimizers.stacked``: each block of columns updated by its own rule and constants
+    (a momentum sweep, GD beside Adam) gives each job exactly its lone run."""
+    obj = OBJECTIVES["quadratic"](dim=4, eigenvalues=[1, 3, 10, 40], rotate=True)
+    rng = np.random.default_rng(3)
+    shared = rng.normal(size=(4, 2))
+    jobs = [(shared, 0.01, OPTIMIZERS["momentum"](momentum=0.5)),
+            (shared[:, :1], 0.01, OPTIMIZERS["momentum"](momentum=0.9)),
+            (rng.normal(size=(4, 3)), np.array([0.001, 0.01, 0.04]), OPTIMIZERS["gd"]()),
+            (rng.normal(size=(4, 1)), 0.05, OPTIMIZERS["adam"](beta1=0.8, amsgrad=True)),
+            (rng.normal(size=(4, 2)), 0.02, OPTIMIZERS["nesterov"](momentum=0.7,
+                                                                   weight_decay=0.1))]
+    kw = dict(max_steps=300, grad_tol=1e-6, diverge_above=1e8, schedule=SCHEDULES["cosine"](
+        decay_steps=200), line_search=line_search)
+    stack = stacked([(opt, np.shape(x0)[1]) for x0, _, opt in jobs])
+    together = run_jobs(obj, [j[0] for j in jobs], stack, [j[1] for j in jobs], **kw)
+    alone = [run(obj, x0, opt, lr, **kw) for x0, lr, opt in jobs]
+    for a, b in zip(together, alone):
+        assert_same(a, b)
+    # the rules differ in earnest: the same start under two momenta parts ways
+    assert np.array_equal(alone[0].x0[:, :1], alone[1].x0)
+    assert np.abs(alone[0].trace.path[:, :, 0] - alone[1].trace.path[:, :, 0]).max() > 1e-3
 
 
 def test_a_job_that_stops_at_step_zero():
