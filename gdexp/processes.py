@@ -72,6 +72,13 @@ def _unraisable(hook):
     return quiet
 
 
+# Set on import, not where _on_signal is installed: a launcher's worker installs it for its
+# jobs (job_signals) and runs (tracking.run_status), and an Interrupted swallowed there must
+# not print "Exception ignored in ..." on the sweep's stderr either.
+if not getattr(sys.unraisablehook, "gdexp", False):
+    sys.unraisablehook = _unraisable(sys.unraisablehook)
+
+
 def install() -> None:
     """Ctrl-C and SIGTERM raise Interrupted in the main thread after signalling every
     descendant process (joblib's loky workers, submitit's job processes)."""
@@ -81,8 +88,6 @@ def install() -> None:
         signal.signal(sig, _on_signal)
     # a gdexp process answers both itself, even when started blocking them (see below)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    if not getattr(sys.unraisablehook, "gdexp", False):
-        sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
 _answering: list = []

@@ -145,6 +145,38 @@ def test_signals_stop_a_submitit_sweep_and_its_job_processes(outputs, sig, group
     interrupt_and_check(outputs, launched, 2, sig, group=group, sweep=True)
 
 
+WORKER_SIGNAL = """
+import os, signal, weakref
+from gdexp import processes
+
+class Thing:
+    pass
+
+def finalizer(_):  # the signal lands while Python runs a weakref callback
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(1000))
+
+with processes.job_signals():  # a worker's job: SIGTERM raises Interrupted
+    thing = Thing()
+    ref = weakref.ref(thing, finalizer)
+    del thing  # the callback runs here and swallows the Interrupted it raised
+    print("swallowed", flush=True)
+    processes.check()
+print("not raised again", flush=True)
+"""
+
+
+def test_a_signal_swallowed_in_a_finalizer_is_raised_again_without_noise():
+    """A worker process (not the launcher): the Interrupted raised inside a weakref callback
+    is swallowed by Python; it prints nothing and the next check() raises it."""
+    env = {**os.environ, processes.LAUNCHER_ENV: "1"}  # some other process launched this one
+    proc = subprocess.run([sys.executable, "-c", WORKER_SIGNAL], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout == "swallowed\n", (proc.stdout, proc.stderr)
+    assert "Interrupted: SIGTERM" in proc.stderr  # raised by check(), uncaught
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+
+
 def test_a_run_whose_process_was_killed_is_failed_by_the_next_command(outputs):
     launched = Launched(outputs, *FOREVER, "optimizer.lr=1e-9")
     try:
