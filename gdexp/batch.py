@@ -1,6 +1,7 @@
 """Batched sweeps: prepared jobs grouped by what one descent must share, each group descended once."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ from .pipeline import Job, Outcome
 # and its rate (each job's columns are updated by its own rule, ``optimizers.stacked``), what
 # happens after the descent (tracking, diagnostics, sweep_metric, basin_tol) and the per-job
 # trace budgets. Everything else (objective, data, schedule, line search, stop rules, and any
-# key added later) must be equal within a group: a key the descent reads must not be here.
+# key added later) must be equal within a group: a key the descent reads is here only when
+# the core takes it per job (descent.run_jobs: starts, rates, an optimizer per block).
 PER_JOB_KEYS = ("seed", "init", "optimizer", "tracking", "diagnostics", "sweep_metric",
                 "basin_tol", "trace_budget", "path_budget")
 
@@ -132,6 +134,9 @@ def descend_together(plans: Sequence, callback=None,
 # What the helper processes do: set before they are forked, so that they inherit it (an
 # objective holds closures, which do not pickle); a task names its entry by index.
 _TASKS: list = []
+# Processes writing one sqlite store at once gain little beyond two (two reach 1.4x the rows
+# per second of one) and wait on each other's locks.
+MAX_STORE_WRITERS = 2
 
 
 def _helper_process(stores: bool) -> None:
@@ -149,39 +154,43 @@ def _helper_process(stores: bool) -> None:
         tracking.forked()
 
 
-def _help(k: int) -> tuple[Optional[BaseException], Optional[BaseException]]:
-    """Task k: a run's store batch and its figures; what each raised (returned, so that the
-    figures are drawn even when the store refused the batch, and the other way round)."""
-    figures, batch = _TASKS[k]
-    errors: list = [None, None]
-    if batch is not None:
-        from . import tracking
+def _started() -> None:
+    """A first task: every process of a pool is forked when it is submitted."""
 
-        uri, run_id, rows = batch
-        try:
-            tracking.log(tracking.client(uri), run_id, **rows)
-        except Exception as e:  # noqa: BLE001 - the job's, raised where it waits
-            errors[1] = e
-    if figures is not None:
-        from . import plots
 
-        out, objective, result, diag, title = figures
-        try:
-            plots.run_figures(out, objective, result, diag, title=title)
-        except Exception as e:  # noqa: BLE001
-            errors[0] = e
-    return errors[0], errors[1]
+def _draw(k: int) -> None:
+    from . import plots
+
+    out, objective, result, diag, title = _TASKS[k][0]
+    plots.run_figures(out, objective, result, diag, title=title)
+
+
+def _log(k: int) -> None:
+    from . import tracking
+
+    uri, run_id, rows = _TASKS[k][1]
+    tracking.log(tracking.client(uri), run_id, **rows)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class _Helpers:
-    """Forked processes, one per core, that draw the figures of a group's runs (matplotlib
+    """Forked processes that draw the figures of a group's runs (one per core; matplotlib
     takes ≈ 0.1 s a figure, most of a plotted sweep's time) and write each run's batch of
-    store rows (≈ 0.1 ms an ORM row, most of an unplotted one's; two processes write a
-    sqlite store 1.4× as fast as one), while this one writes the runs' other files and ends
-    each run in job order. Linux (fork) and two cores or more; otherwise, and for a store
-    that a forked process cannot write to (``tracking.writable_after_fork``), each run
-    draws and logs as it finishes. A batch is computed here, before the fork: should a
-    helper die, this process writes the very same rows (the store drops duplicates)."""
+    store rows (at most MAX_STORE_WRITERS; ≈ 75 µs an ORM row, most of an unplotted sweep's
+    time), while this process writes the runs' other files and ends each run in job order.
+
+    A run's batch is computed here, before the fork, and handed over only once the run's
+    files and artifacts are in (``log``), so a run that fails before then has no rows but its
+    params, as alone. Should a helper die, or a pool not start, this process does the task
+    itself (the store drops rows it already holds). Linux (fork) and two cores or more;
+    otherwise, and for a store that a forked process cannot write to
+    (``tracking.writable_after_fork``), each run draws and logs as it finishes."""
 
     def __init__(self, tasks: dict):
         import multiprocessing
@@ -192,19 +201,31 @@ class _Helpers:
 
         _TASKS[:] = list(tasks.values())
         self.index = {i: k for k, i in enumerate(tasks)}
-        self.done: dict = {}
-        stores = any(batch is not None for _, batch in _TASKS)
-        workers = min(len(tasks), os.cpu_count() or 1)
-        # the processes are forked at the first submit, while no heartbeat writes
+        self.figures: dict = {}  # task index -> future of its figures
+        self.batches: dict = {}  # task index -> future of its store batch
+        self.done: dict = {}     # (task index, part) -> what doing it raised, or None
+        self.pools: list = []
+        draw = [k for k, (figures, _) in enumerate(_TASKS) if figures is not None]
+        logs = sum(batch is not None for _, batch in _TASKS)
+        fork = multiprocessing.get_context("fork")
+        # every process is forked at its pool's first submit, while no heartbeat writes
         with processes.heartbeats.paused():
-            self.pool = ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork"),
-                initializer=_helper_process, initargs=(stores,))
-            self.futures = [self.pool.submit(_help, k) for k in range(len(_TASKS))]
+            self.store = None
+            if logs:
+                self.store = ProcessPoolExecutor(min(MAX_STORE_WRITERS, _cores(), logs),
+                                                 mp_context=fork, initializer=_helper_process,
+                                                 initargs=(True,))
+                self.pools.append(self.store)
+                self.store.submit(_started)
+            if draw:
+                pool = ProcessPoolExecutor(min(len(draw), _cores()), mp_context=fork,
+                                           initializer=_helper_process, initargs=(False,))
+                self.pools.append(pool)
+                self.figures = {k: pool.submit(_draw, k) for k in draw}
 
     @classmethod
     def start(cls, jobs, todo, results, diags) -> Optional["_Helpers"]:
-        if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        if _cores() < 2 or not hasattr(os, "fork"):
             return None
         from . import tracking
 
@@ -228,46 +249,86 @@ class _Helpers:
                 tasks[i] = (figures, batch)
         if len(tasks) < 2:
             return None
-        return cls(tasks)
+        try:
+            return cls(tasks)
+        except Exception:  # noqa: BLE001 - no processes (fork refused): each job does its own
+            _TASKS.clear()
+            return None
 
-    def _errors(self, i: int) -> tuple:
+    def _outcome(self, k: int, part: int, future) -> Optional[BaseException]:
+        """What task k's ``part`` (0 figures, 1 store batch) raised, once it is over."""
         from concurrent.futures.process import BrokenProcessPool
 
-        k = self.index[i]
-        if k not in self.done:
+        if (k, part) not in self.done:
             try:
-                self.done[k] = self.futures[k].result()
+                if future is None:  # never handed over (the pool was broken): here
+                    raise BrokenProcessPool
+                future.result()
+                error = None
             except BrokenProcessPool:  # a helper died (e.g. out of memory): here
-                self.done[k] = _help(k)
-        return self.done[k]
+                try:
+                    (_draw if part == 0 else _log)(k)
+                    error = None
+                except Exception as e:  # noqa: BLE001
+                    error = e
+            except Exception as e:  # noqa: BLE001 - the job's, raised where it waits
+                error = e
+            self.done[(k, part)] = error
+        return self.done[(k, part)]
 
-    def waiters(self, i: int) -> tuple[Optional[Callable[[], None]], Optional[Callable[[], None]]]:
-        """For job ``i``: (waits for its figures, waits for its store batch), each None when
-        done here; each raises what doing it raised."""
-        if i not in self.index:
-            return None, None
-        figures, batch = _TASKS[self.index[i]]
+    def drawn(self, i: int) -> Optional[Callable[[], None]]:
+        """Waits for job ``i``'s figures and raises what drawing them raised; None when this
+        process draws them."""
+        k = self.index.get(i)
+        if k not in self.figures:
+            return None
 
-        def waiter(part: int) -> Callable[[], None]:
-            def wait() -> None:
-                error = self._errors(i)[part]
-                if error is not None:
-                    raise error
-            return wait
-        return (waiter(0) if figures is not None else None,
-                waiter(1) if batch is not None else None)
+        def wait() -> None:
+            error = self._outcome(k, 0, self.figures[k])
+            if error is not None:
+                raise error
+        return wait
+
+    def logger(self, i: int) -> Optional[Callable[[], None]]:
+        """Hands job ``i``'s store batch to a helper (see ``pipeline.finish``); None when
+        this process logs it."""
+        k = self.index.get(i)
+        if k is None or _TASKS[k][1] is None:
+            return None
+
+        def hand_over() -> None:
+            try:
+                self.batches[k] = self.store.submit(_log, k)
+            except Exception:  # noqa: BLE001 - a broken pool: _outcome logs it here
+                self.batches[k] = None
+        return hand_over
+
+    def logged(self, i: int, wait: bool = True) -> tuple[bool, Optional[BaseException]]:
+        """(whether job ``i``'s batch is written, what writing it raised); without ``wait``,
+        (False, None) while a helper still writes it. A batch never handed over counts as
+        written (this process logged it, or the job failed before)."""
+        k = self.index.get(i)
+        if k not in self.batches:
+            return True, None
+        future = self.batches[k]
+        if not wait and future is not None and not future.done():
+            return False, None
+        return True, self._outcome(k, 1, future)
 
     def settle(self, i: int) -> None:
-        """Wait until job ``i``'s task is over, whatever it raised (before its run ends)."""
-        if i in self.index:
-            self._errors(i)
+        """Wait until job ``i``'s figures are over, whatever they raised (before its run
+        ends, nothing of its own is still being written)."""
+        k = self.index.get(i)
+        if k in self.figures:
+            self._outcome(k, 0, self.figures[k])
 
     def close(self) -> None:
         """Stop; a run that did not finish leaves no half-drawn artifacts folder (a finished
         one has renamed its own)."""
         import shutil
 
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
         for figures, _ in _TASKS:
             if figures is not None:
                 shutil.rmtree(Path(figures[0]).parent, ignore_errors=True)
@@ -332,9 +393,11 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
             results, diags = _diagnose_each(jobs, todo, list(results), monitors)
             helpers = _Helpers.start(jobs, todo, results, diags)
             try:
+                written: collections.deque = collections.deque()
                 for i, result, monitor, diag in zip(todo, results, monitors, diags):
-                    _finish_one(jobs[i], i, result, monitor, diag, helpers, status, outcomes,
-                                out)
+                    written.append((i, _write_one(jobs[i], i, result, monitor, diag, helpers)))
+                    _end_written(jobs, written, helpers, status, outcomes, out, wait=False)
+                _end_written(jobs, written, helpers, status, outcomes, out, wait=True)
             finally:
                 if helpers is not None:
                     helpers.close()
@@ -364,36 +427,58 @@ def _diagnose_each(jobs, todo, results, monitors) -> tuple[list, list]:
     return results, diags
 
 
-def _finish_one(job: Job, i: int, result, monitor, diag, helpers: Optional[_Helpers],
-                status: dict, outcomes: list, out) -> None:
-    """A job's files, store rows and result line; its run ended FINISHED, or FAILED (with
-    its params) when any of that raises."""
-    context = status.get(i)
+def _write_one(job: Job, i: int, result, monitor, diag,
+               helpers: Optional[_Helpers]) -> Union[Outcome, BaseException]:
+    """A job's files, artifacts and store rows (handed to a helper, or written here); its
+    Outcome, or what raised (its figures are over either way)."""
     try:
         if isinstance(result, BaseException):
             raise result
-        drawn, logged = helpers.waiters(i) if helpers is not None else (None, None)
-        outcome = pipeline.finish(job, result, monitor, with_params=True, diag=diag,
-                                  drawn=drawn, logged=logged)
+        return pipeline.finish(job, result, monitor, with_params=True, diag=diag,
+                               drawn=helpers.drawn(i) if helpers is not None else None,
+                               logged=helpers.logger(i) if helpers is not None else None)
     except Exception as e:  # noqa: BLE001 - one job's failure is that job's
-        outcomes[i] = e
         if helpers is not None:  # nothing of its own is written after its run has ended
             helpers.settle(i)
+        return e
+
+
+def _end_written(jobs: Sequence[Job], written: collections.deque,
+                 helpers: Optional[_Helpers], status: dict, outcomes: list, out,
+                 wait: bool) -> None:
+    """End the runs of the written jobs in job order, as far as their store batches are in
+    (every one, with ``wait``): a job runs on while the next one's files are written."""
+    while written:
+        i, outcome = written[0]
+        if helpers is not None and not isinstance(outcome, BaseException):
+            done, error = helpers.logged(i, wait=wait)
+            if not done:
+                return
+            if error is not None:
+                outcome = error
+        written.popleft()
+        _end_one(jobs[i], i, outcome, status, outcomes, out)
+
+
+def _end_one(job: Job, i: int, outcome, status: dict, outcomes: list, out) -> None:
+    """A job's run ended FINISHED with its result line, or FAILED (with its params) with the
+    error's first line."""
+    context = status.pop(i, None)
+    outcomes[i] = outcome
+    if isinstance(outcome, BaseException):
+        e = outcome
         if context is not None:
             try:  # a failed run still says what it was (finish logs params last)
                 pipeline.log_params(job)
             except Exception:  # noqa: BLE001 - the store may be what failed
                 pass
-            del status[i]
             context.__exit__(type(e), e, e.__traceback__)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"{job.lead}{job.name}: failed: {type(e).__name__}: {first}", file=out,
               flush=True)
         return
     if context is not None:
-        del status[i]
         context.__exit__(None, None, None)
-    outcomes[i] = outcome
     pipeline.announce(job, outcome, out)
 
 

@@ -567,8 +567,9 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
     """Everything after the descent: diagnostics, the run's files and, when tracked, the
     artifacts and one batch of metrics and tags (and params, ``with_params``). Does not end
     the run. ``diag``: the diagnostics when already computed (``diagnose``); ``drawn``: see
-    write_files; ``logged``: the batch (``store_batch``) is being written by another
-    process; it waits for it and raises what writing it raised."""
+    write_files; ``logged``: hands the batch (``store_batch``) to another process, called
+    once the run's files and artifacts are in (so that a run failing before has none of its
+    rows, as when it logs them itself); the caller waits for it before ending the run."""
     cfg, plan = job.cfg, job.plan
     if diag is _DIAGNOSE:
         diag = _diagnose(cfg, plan, result, monitor)

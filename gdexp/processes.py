@@ -48,12 +48,42 @@ def exit_status(error: BaseException) -> int:
 _pending: list = []
 
 
+# Store calls under way in the main thread (see deferred), and a signal that arrived
+# meanwhile, raised once they are over.
+_deferring: list = []
+_deferred: list = []
+
+
 def _on_signal(signum, frame):
     # Workers hear it before this process unwinds, so they can end their own runs KILLED
     # while the launcher waits for them (stop_descendants).
     _pending.append(int(signum))
     signal_all(descendants(), signal.SIGTERM)
+    if _deferring:
+        _deferred.append(int(signum))
+        return
     raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise Interrupted when the block is over, not inside it (main
+    thread; the descendants are signalled at once). For store calls: cut short half-way, one
+    can leave its database connection inside a transaction, and the lock that transaction
+    holds (sqlite's) then stalls this very process's next writes, the KILLED statuses of the
+    clean-up among them, 20 s each."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring.append(True)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        if not _deferring and _deferred:
+            signum = _deferred[-1]
+            _deferred.clear()
+            raise Interrupted(signum)  # noqa: B012 - the signal outranks the block's error
 
 
 def check() -> None:

@@ -129,7 +129,26 @@ def client(uri: str):
     elif scheme in SQL_SCHEMES:
         with _store_errors(uri):
             _sql_store(uri, artifact_location(uri) or (outputs_dir() / "mlartifacts").as_uri())
-    return MlflowClient(tracking_uri=uri)
+    return Deferring(MlflowClient(tracking_uri=uri))
+
+
+class Deferring:
+    """An MlflowClient whose calls Ctrl-C and SIGTERM do not cut short: the signal is raised
+    once the call is over (processes.deferred), so no store connection is left inside a
+    transaction whose lock would stall the clean-up's own writes."""
+
+    def __init__(self, mlflow_client) -> None:
+        self.mlflow_client = mlflow_client
+
+    def __getattr__(self, name: str):
+        value = getattr(self.mlflow_client, name)
+        if not callable(value):
+            return value
+
+        def call(*args, **kwargs):
+            with processes.deferred():
+                return value(*args, **kwargs)
+        return call
 
 
 def writable_after_fork(uri: str) -> bool:

@@ -187,6 +187,35 @@ def test_a_failing_job_fails_only_itself(outputs, monkeypatch):
     _, runs = _runs(outputs)
     status = {r.data.params["optimizer.lr"]: r.info.status for r in runs}
     assert status == {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
+    _assert_failed_as_alone([r for r in runs if r.info.status == "FAILED"][0])
+
+
+def _assert_failed_as_alone(run) -> None:
+    """A job that fails after its descent, before its rows are logged, keeps what a lone run
+    failing there keeps: its params, no metrics, no outcome tags (its store batch, written
+    by a helper process, is handed over only once its files are in)."""
+    assert run.data.params["optimizer.lr"]
+    assert run.data.metrics == {}
+    assert "status" not in run.data.tags and "stop_rule" not in run.data.tags
+
+
+def test_a_group_whose_helper_processes_cannot_start_finishes_here(outputs, monkeypatch):
+    """fork refused (no memory, a process limit): every job draws and logs in this process."""
+    def job(lr):
+        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100",
+                             f"tracking.uri={store_uri(outputs)}")
+        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+
+    def refused():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    outcomes = batch.run_group([job(0.1), job(0.2)])
+    assert all(isinstance(o, pipeline.Outcome) for o in outcomes), outcomes
+    _, runs = _runs(outputs)
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert all(r.data.metrics["steps"] == 100 for r in runs)
+    assert (outputs / "job-0.2" / "artifacts" / "plots" / "curves.png").is_file()
 
 
 def test_figures_drawn_by_other_processes_are_those_a_job_draws_alone(outputs, tmp_path):
@@ -235,11 +264,23 @@ def test_a_job_whose_figures_fail_fails_alone(outputs, monkeypatch):
     assert status == {"0.1": "FINISHED", "0.2": "FAILED", "0.05": "FINISHED"}
     assert (outputs / "job-0.1" / "artifacts" / "plots" / "curves.png").is_file()
     assert not (outputs / "job-0.2" / "artifacts.partial").exists()
+    _assert_failed_as_alone([r for r in runs if r.info.status == "FAILED"][0])
 
 
-def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, monkeypatch):
+class _Unpicklable(RuntimeError):
+    """An error a helper process cannot send back (it holds a closure)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.handle = lambda: None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, _Unpicklable], ids=["error", "unpicklable"])
+def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, monkeypatch,
+                                                                       error):
     """A group's store batches are written by forked processes; one the store refuses fails
-    that job only, and the others' rows are those a job logs alone."""
+    that job only (even when the helper cannot send the error back as it is), and the
+    others' rows are those a job logs alone."""
     from gdexp import tracking
 
     def job(lr):
@@ -252,7 +293,7 @@ def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, 
 
     def refusing(client, run_id, **rows):  # inherited by the helper processes (fork)
         if rows.get("metrics") and (rows.get("params") or {}).get("optimizer.lr") == "0.2":
-            raise RuntimeError("the store refused this batch")
+            raise error("the store refused this batch")
         if rows.get("metrics"):
             with open(writers, "a") as f:
                 f.write(f"{os.getpid()}\n")
@@ -260,7 +301,10 @@ def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, 
 
     monkeypatch.setattr(tracking, "log", refusing)
     outcomes = batch.run_group([job(0.1), job(0.2), job(0.05)])
-    assert isinstance(outcomes[1], RuntimeError) and "refused" in str(outcomes[1])
+    if error is RuntimeError:
+        assert isinstance(outcomes[1], RuntimeError) and "refused" in str(outcomes[1])
+    else:  # what reaches this process is the failure to send the error back
+        assert isinstance(outcomes[1], Exception) and "pickle" in str(outcomes[1]).lower()
     pids = set(writers.read_text().split())
     assert pids and str(os.getpid()) not in pids  # written by the helpers, not by this one
     monkeypatch.setattr(tracking, "log", log)

@@ -177,6 +177,51 @@ def test_a_signal_swallowed_in_a_finalizer_is_raised_again_without_noise():
     assert "Exception ignored" not in proc.stderr, proc.stderr
 
 
+DEFERRED_SIGNAL = """
+import os, signal
+from gdexp import processes
+
+processes.install()
+try:
+    with processes.deferred():  # a store call: the signal waits until it is over
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(100000))
+        print("the call ran to its end", flush=True)
+    print("not reached", flush=True)
+except processes.Interrupted as e:
+    print("then", e.signum, flush=True)
+"""
+
+
+def test_a_signal_during_a_store_call_is_raised_when_the_call_is_over():
+    """An interrupted store call can leave its connection inside a transaction, whose lock
+    stalls the clean-up's own writes (seen: a batched sweep's KILLED statuses took 20 s
+    each); so a store call finishes first (tracking.Deferring), then the signal is raised."""
+    proc = subprocess.run([sys.executable, "-c", DEFERRED_SIGNAL], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout == f"the call ran to its end\nthen {int(signal.SIGTERM)}\n", \
+        (proc.stdout, proc.stderr)
+
+
+def test_store_calls_are_deferring(tmp_path):
+    from gdexp import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.client(uri)
+    assert isinstance(client, tracking.Deferring)
+    seen = []
+    real = processes.deferred
+
+    def spy():
+        seen.append(True)
+        return real()
+
+    import unittest.mock
+    with unittest.mock.patch.object(processes, "deferred", spy):
+        client.search_experiments()
+    assert seen == [True]
+
+
 def test_a_run_whose_process_was_killed_is_failed_by_the_next_command(outputs):
     launched = Launched(outputs, *FOREVER, "optimizer.lr=1e-9")
     try:
