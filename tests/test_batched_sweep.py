@@ -18,10 +18,11 @@ from gdexp import batch, pipeline, processes
 
 from .conftest import compose_config, store_uri
 
-# two objectives × two optimizers × two rates × two seeds of uniform starts (one rate
-# diverges on Rosenbrock); the optimizers share each objective's descent
-MIXED = ("objective=quadratic,rosenbrock", "optimizer=gd,momentum", "optimizer.lr=0.0019,0.01",
-         "seed=0,1",
+# two objectives × two rates × two seeds × two optimizers of uniform starts (one rate
+# diverges on Rosenbrock); the optimizers share each objective's descent, and alternate in it
+# (the group reorders its jobs so that one update call serves each optimizer)
+MIXED = ("objective=quadratic,rosenbrock", "optimizer.lr=0.0019,0.01", "seed=0,1",
+         "optimizer=gd,momentum",
          "init=uniform", "init.n_starts=2", "init.low=[-1.5,-0.5]", "init.high=[1.5,1.5]",
          "stop.max_steps=400", "tracking.plots=false")
 # tags that name the run itself, its parent or when it ran
@@ -129,6 +130,8 @@ def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
     # one compact line per job, no per-job "job k/N" lines
     lines = re.findall(r"^job (\d+)/16  .*\[run [0-9a-f]{8}\]$", stdout, re.M)
     assert sorted(int(k) for k in lines) == list(range(1, 17))
+    rules = re.findall(r"^job \d+/16  \w+-(gd|momentum)-", stdout, re.M)
+    assert rules[:4] == ["gd", "momentum", "gd", "momentum"], rules  # interleaved in the sweep
     assert len(re.findall(r"^job \d+/", stdout, re.M)) == 16
 
 
