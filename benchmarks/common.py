@@ -131,12 +131,10 @@ def compose(overrides: list[str]):
     global _hydra_ready
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    from gdexp import cli
     from gdexp.config import CONF_DIR, register_resolvers
 
     if not _hydra_ready:
         register_resolvers()
-        cli.register_experiments()
         initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="bench")
         _hydra_ready = True
     return hydra_compose(config_name="config", overrides=list(overrides))

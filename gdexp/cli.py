@@ -38,28 +38,6 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def register_experiments() -> None:
-    """Presets in the top-level experiments/ folder become the config group `experiment`."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from .paths import EXPERIMENTS_DIR
-
-    store = ConfigStore.instance()
-    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path),
-                    package="_global_")
-
-
-def _uses_experiments(argv: list[str]) -> bool:
-    """Whether a command line can need the `experiment` group: it names the group, or passes
-    a flag (help, info, completion) that lists groups. Every Hydra composition (one per
-    sweep job) deep-copies the config store, and joblib ships it to a worker with every
-    job, so the presets are left out of it when no one asks for them."""
-    return any("experiment" in a or (a.startswith("-") and a not in ("-m", "--multirun"))
-               for a in argv)
-
-
 def _group_choices(overrides) -> frozenset:
     """The (group, option) pairs among a job's overrides: what changes its defaults list."""
     from .paths import CONF_DIR
@@ -346,8 +324,6 @@ def run(argv: list[str]) -> int:
     Sweeper.validate_batch_is_legal = _validate_choices
     _report_store_errors()
     _report_hydra_errors(argv)
-    if _uses_experiments(argv):
-        register_experiments()
     main = hydra.main(config_path=str(CONF_DIR), config_name="config",
                       version_base="1.3")(_task)
     # Hydra names the program in an installed completion script after argv[0]: it must be

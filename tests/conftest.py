@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gdexp.cli import register_experiments
 from gdexp.config import CONF_DIR, register_resolvers
 
 
@@ -36,7 +35,6 @@ def run_cli(*args: str, outputs: Path, timeout: float = 300, check: bool = False
 def compose_config(*overrides: str):
     """Compose conf/ with Hydra's compose API, as `gdexp run` would (without the hydra key)."""
     register_resolvers()
-    register_experiments()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 

@@ -61,3 +61,32 @@ def test_lr_regimes_shows_the_four_regimes(outputs):
     # just under 2/λmax the steep coordinate flips sign every step: oscillation
     loss = [m.value for m in client.get_metric_history(edge.info.run_id, "taylor_ratio")]
     assert loss and min(loss) < 0.1
+
+
+def test_presets_are_a_config_group_served_by_gdexp_s_hydra_plugin():
+    """experiments/ reaches Hydra through a config source and a search path plugin that
+    Hydra's own plugin discovery finds: nothing registers the presets beforehand."""
+    from hydra.core.object_type import ObjectType
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+    from hydra_plugins.gdexp_launcher.presets import PresetsConfigSource, PresetsSearchPath
+
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(SearchPathPlugin)}
+    assert f"{PresetsSearchPath.__module__}.PresetsSearchPath" in found
+    source = PresetsConfigSource("gdexp", f"gdexp-presets://{EXPERIMENTS_DIR}")
+    names = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    assert source.list("experiment", ObjectType.CONFIG) == names
+    assert source.list("", ObjectType.GROUP) == ["experiment"]
+    assert source.is_group("experiment") and not source.is_group("objective")
+    assert source.is_config("experiment/lr_regimes")
+    assert not source.is_config("objective/quadratic") and not source.is_config("lr_regimes")
+    loaded = source.load_config("experiment/lr_regimes")
+    assert loaded.header["package"] == "_global_"
+    assert loaded.config == yaml.safe_load((EXPERIMENTS_DIR / "lr_regimes.yaml").read_text())
+
+
+def test_a_preset_composes_without_registration():
+    from .conftest import compose_config
+
+    cfg = compose_config("experiment=momentum_rates")
+    assert cfg.optimizer.name == "momentum" and cfg.claim == "momentum_rates"
