@@ -196,7 +196,6 @@ class _Helpers:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from . import plots  # noqa: F401 - imported once here, inherited by the processes
         from . import processes
 
         _TASKS[:] = list(tasks.values())
@@ -207,6 +206,8 @@ class _Helpers:
         self.pools: list = []
         draw = [k for k, (figures, _) in enumerate(_TASKS) if figures is not None]
         logs = sum(batch is not None for _, batch in _TASKS)
+        if draw:
+            from . import plots  # noqa: F401 - imported once here, inherited by the processes
         fork = multiprocessing.get_context("fork")
         # every process is forked at its pool's first submit, while no heartbeat writes
         with processes.heartbeats.paused():
