@@ -261,19 +261,20 @@ class _Helpers:
         from concurrent.futures.process import BrokenProcessPool
 
         if (k, part) not in self.done:
-            try:
-                if future is None:  # never handed over (the pool was broken): here
-                    raise BrokenProcessPool
-                future.result()
-                error = None
-            except BrokenProcessPool:  # a helper died (e.g. out of memory): here
+            here = future is None  # never handed over (the pool was broken)
+            error = None
+            if not here:
+                try:
+                    future.result()
+                except BrokenProcessPool:  # a helper died (e.g. out of memory)
+                    here = True
+                except Exception as e:  # noqa: BLE001 - the job's, raised where it waits
+                    error = e
+            if here:
                 try:
                     (_draw if part == 0 else _log)(k)
-                    error = None
                 except Exception as e:  # noqa: BLE001
                     error = e
-            except Exception as e:  # noqa: BLE001 - the job's, raised where it waits
-                error = e
             self.done[(k, part)] = error
         return self.done[(k, part)]
 

@@ -131,7 +131,7 @@ OPTIMIZER_SETTING_NAMES = {"momentum": "mu", "dampening": "tau", "weight_decay":
 
 
 @functools.lru_cache(maxsize=None)
-def _options(group: str = "objective") -> dict[str, dict]:
+def _options(group: str) -> dict[str, dict]:
     """The option files of a config group: option name -> its settings."""
     return {path.stem: OmegaConf.to_container(OmegaConf.load(path))
             for path in sorted((config.CONF_DIR / group).glob("*.yaml"))}
@@ -163,7 +163,7 @@ def objective_label(cfg: DictConfig) -> str:
     the config on the most keys (its own name first on a tie)."""
     settings = OmegaConf.to_container(cfg.objective, resolve=True)
     name = settings.get("name")
-    candidates = {stem: opt for stem, opt in _options().items()
+    candidates = {stem: opt for stem, opt in _options("objective").items()
                   if opt.get("name") == name}
     if not candidates:
         return str(name)

@@ -168,11 +168,16 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
     assert batch.form_groups(jobs[:1] * 5, max_bytes=2 * one) == [[0, 1], [2, 3], [4]]
 
 
+def _job(outputs: Path, lr: float, *extra: str):
+    """A prepared 100-step job at rate ``lr``, its folder ``job-<lr>``, tracked in outputs/."""
+    cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100", *extra,
+                         f"tracking.uri={store_uri(outputs)}")
+    return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+
+
 def test_a_failing_job_fails_only_itself(outputs, monkeypatch):
     def job(lr):
-        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100", "tracking.plots=false",
-                             f"tracking.uri={store_uri(outputs)}")
-        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+        return _job(outputs, lr, "tracking.plots=false")
 
     jobs = [job(0.1), job(0.2), job(0.05)]
     assert batch.form_groups(jobs) == [[0, 1, 2]]
@@ -205,9 +210,7 @@ def _assert_failed_as_alone(run) -> None:
 def test_a_group_whose_helper_processes_cannot_start_finishes_here(outputs, monkeypatch):
     """fork refused (no memory, a process limit): every job draws and logs in this process."""
     def job(lr):
-        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100",
-                             f"tracking.uri={store_uri(outputs)}")
-        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+        return _job(outputs, lr)
 
     def refused():
         raise BlockingIOError(11, "Resource temporarily unavailable")
@@ -245,9 +248,7 @@ def test_figures_drawn_by_other_processes_are_those_a_job_draws_alone(outputs, t
 
 def test_a_job_whose_figures_fail_fails_alone(outputs, monkeypatch):
     def job(lr):
-        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100",
-                             f"tracking.uri={store_uri(outputs)}")
-        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+        return _job(outputs, lr)
 
     jobs = [job(0.1), job(0.2), job(0.05)]
     from gdexp import plots
@@ -287,9 +288,7 @@ def test_store_batches_written_by_other_processes_fail_their_job_alone(outputs, 
     from gdexp import tracking
 
     def job(lr):
-        cfg = compose_config(f"optimizer.lr={lr}", "stop.max_steps=100", "tracking.plots=false",
-                             f"tracking.uri={store_uri(outputs)}")
-        return pipeline.prepare(cfg, outputs / f"job-{lr}", [f"optimizer.lr={lr}"])
+        return _job(outputs, lr, "tracking.plots=false")
 
     writers = outputs / "writers.txt"
     log = tracking.log

@@ -203,7 +203,7 @@ def test_a_signal_during_a_store_call_is_raised_when_the_call_is_over():
         (proc.stdout, proc.stderr)
 
 
-def test_store_calls_are_deferring(tmp_path):
+def test_store_calls_are_deferring(tmp_path, monkeypatch):
     from gdexp import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -216,9 +216,8 @@ def test_store_calls_are_deferring(tmp_path):
         seen.append(True)
         return real()
 
-    import unittest.mock
-    with unittest.mock.patch.object(processes, "deferred", spy):
-        client.search_experiments()
+    monkeypatch.setattr(processes, "deferred", spy)
+    client.search_experiments()
     assert seen == [True]
 
 

@@ -35,8 +35,8 @@ class PresetsConfigSource(ConfigSource):
         if path is None or not path.is_file():
             raise ConfigLoadError(f"Config not found : {config_path}")
         text = path.read_text(encoding="utf-8")
-        return ConfigResult(config=OmegaConf.create(OmegaConf.load(path)),
-                            path=self.full_path(), provider=self.provider,
+        return ConfigResult(config=OmegaConf.create(text), path=self.full_path(),
+                            provider=self.provider,
                             header=ConfigSource._get_header_dict(text[:512]))
 
     def available(self) -> bool:
