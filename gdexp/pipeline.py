@@ -82,12 +82,30 @@ def environment_tags() -> dict[str, str]:
     tags = {"gdexp.version": __version__, "numpy.version": np.__version__,
             "autograd.version": version("autograd"),
             "python.version": sys.version.split()[0]}
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = numpy_blas([i for i in threadpool_info() if i.get("user_api") == "blas"])
     if blas:
-        tags.update({"blas.library": str(blas[0].get("internal_api")),
-                     "blas.version": str(blas[0].get("version")),
-                     "blas.architecture": str(blas[0].get("architecture"))})
+        tags.update({"blas.library": str(blas.get("internal_api")),
+                     "blas.version": str(blas.get("version")),
+                     "blas.architecture": str(blas.get("architecture"))})
     return tags
+
+
+def numpy_blas(loaded: list[dict]) -> Optional[dict]:
+    """numpy's own BLAS among the ``loaded`` ones (threadpoolctl's entries). Others may be
+    loaded beside it (scipy's wheel brings its own), listed in no fixed order: numpy's is
+    the one its wheel ships beside the package, else the one of the version numpy was built
+    against, else the first by path."""
+    if len(loaded) <= 1:
+        return loaded[0] if loaded else None
+    home = Path(np.__file__).resolve().parent
+    beside = {home.parent / "numpy.libs", home / ".libs"}
+    built = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    for own in (lambda i: Path(i["filepath"]).resolve().parent in beside,
+                lambda i: i.get("version") is not None and i.get("version") == built.get("version")):
+        mine = sorted((i for i in loaded if own(i)), key=lambda i: i["filepath"])
+        if mine:
+            return mine[0]
+    return min(loaded, key=lambda i: i["filepath"])
 
 
 def config_hash(resolved: dict, commit: str) -> str:

@@ -322,3 +322,23 @@ def test_a_plain_config_reads_back_as_written():
     assert reproduce.read_config(text, "c") == {
         "seed": 0, "stop": {"grad_tol": 1e-6, "value_tol": 1e-8, "diverge_above": float("inf")},
         "tracking": {"uri": None}}
+
+
+def test_the_blas_tag_names_numpy_s_own_whatever_else_is_loaded():
+    """scipy's wheel loads a BLAS of its own beside numpy's (a learning problem's data set
+    loads it), and threadpoolctl lists the two in an order that follows the process's hash
+    seed: the run's BLAS tags, which reproduce compares, must name numpy's every time."""
+    def python(code: str, seed: int) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, check=True).stdout.strip()
+
+    versions = ("from threadpoolctl import threadpool_info; "
+                "print(' '.join(sorted(i['version'] for i in threadpool_info() "
+                "if i['user_api'] == 'blas')))")
+    tagged = ("import numpy, scipy.linalg; from gdexp import pipeline; "
+              "print(pipeline.environment_tags()['blas.version'])")
+    if len(python("import numpy, scipy.linalg; " + versions, 0).split()) < 2:
+        pytest.skip("scipy computes with numpy's BLAS here: there is no other to confuse")
+    own = python("import numpy; " + versions, 0)
+    assert {python(tagged, seed) for seed in range(8)} == {own}
