@@ -16,7 +16,8 @@ from .pipeline import Job, Outcome
 # happens after the descent (tracking, diagnostics, sweep_metric, basin_tol) and the per-job
 # trace budgets. Everything else (objective, data, schedule, line search, stop rules, and any
 # key added later) must be equal within a group: a key the descent reads is here only when
-# the core takes it per job (descent.run_jobs: starts, rates, an optimizer per block).
+# the core takes it per job (descent.run_jobs: starts, rates, an optimizer per block). The
+# seed also draws a mini-batch job's batches, which its group shares (``_key``).
 PER_JOB_KEYS = ("seed", "init", "optimizer", "tracking", "diagnostics", "sweep_metric",
                 "basin_tol", "trace_budget", "path_budget")
 
@@ -39,20 +40,31 @@ def update_rule(resolved: dict) -> str:
 
 
 def recorded_bytes(plan) -> int:
-    """What a job adds to its group's memory: its recorded curves and path, and its iterates."""
+    """What a job adds to its group's memory: its recorded curves (a mini-batch job's batch
+    loss too) and path, and its iterates."""
     d, n = plan.x0.shape
     rk = plan.run_kwargs
     curve_rows = min(max(rk["trace_budget"] // n, 4), rk["max_steps"]) + 1
     path_rows = min(max(rk["path_budget"] // (d * n), 4), rk["max_steps"]) + 1
-    return 8 * (3 * curve_rows * n + path_rows * d * n + 16 * d * n)
+    curves = 3 if rk.get("batch_size") is None else 4
+    return 8 * (curves * curve_rows * n + path_rows * d * n + 16 * d * n)
 
 
 def groupable(job: Job) -> bool:
-    """Whether a job may share its descent. A mini-batch descent evaluates the full batch
-    when any of its starts' batch loss blows up, and a sharpness curve rides on the run's
-    own callback: such jobs descend alone, as ``gdexp run`` would descend them."""
-    return (job.plan.run_kwargs.get("batch_size") is None
-            and pipeline.sharpness_monitor(job.plan) is None)
+    """Whether a job may share its descent. A sharpness curve rides on the run's own
+    callback, and a mini-batch job whose starts each draw their own batches steps on
+    batches no other job shares: such jobs descend alone, as ``gdexp run`` would."""
+    rk = job.plan.run_kwargs
+    return (pipeline.sharpness_monitor(job.plan) is None
+            and not (rk.get("batch_size") is not None and rk["batches"] == "per_start"
+                     and job.plan.n > 1))
+
+
+def _key(job: Job) -> str:
+    # Mini-batch jobs step on the batches their seed draws: one descent per batch sequence.
+    rk = job.plan.run_kwargs
+    batches = "" if rk.get("batch_size") is None else f" batch_seed={rk['batch_seed']}"
+    return group_key(job.resolved) + batches
 
 
 def form_groups(jobs: Sequence[Job], max_jobs: int = MAX_GROUP_JOBS,
@@ -61,7 +73,7 @@ def form_groups(jobs: Sequence[Job], max_jobs: int = MAX_GROUP_JOBS,
     nor ``max_bytes`` of recorded trace (a job larger than that alone is a group of one)."""
     by_key: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
-        key = group_key(job.resolved) if groupable(job) else f"alone {i}"
+        key = _key(job) if groupable(job) else f"alone {i}"
         by_key.setdefault(key, []).append(i)
     groups = []
     for members in by_key.values():
@@ -120,6 +132,9 @@ def descend_together(plans: Sequence, callback=None,
         optimizer = optimizers.stacked([(opt, n) for _, opt, n in blocks])
     ordered = [plans[j] for j in order]
     shared = {k: v for k, v in first.run_kwargs.items() if k not in PER_JOB_RUN_KWARGS}
+    if shared.get("batch_size") is not None:
+        # one start's own batches are the shared ones (sampling.batch_indices)
+        shared["batches"] = "shared"
     per_job = {k: [p.run_kwargs[k] for p in ordered] for k in PER_JOB_RUN_KWARGS}
     results = descent.run_jobs(first.objective, [p.x0 for p in ordered], optimizer,
                                [p.lr for p in ordered], schedule=first.schedule,

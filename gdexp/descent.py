@@ -267,7 +267,8 @@ class _Jobs:
         self.classes = {}
         self.job_class = []
         for j, nj in enumerate(sizes):
-            caps = (trace_budget[j] // nj, path_budget[j] // (d * nj))
+            # mini-batch jobs evaluate the full batch each on its own steps: one class each
+            caps = (trace_budget[j] // nj, path_budget[j] // (d * nj), j if batch_loss else 0)
             self.classes.setdefault(caps, []).append(j)
             self.job_class.append(caps)
         self.recorders = {}
@@ -299,9 +300,12 @@ class _Jobs:
         self.final = [None] * len(sizes)
 
     def add(self, k, f, gn, lr, x, evaluating=True) -> None:
-        for cols, curves, path, live, _, _ in self.recorders.values():
+        """Step k's rows: the curves of the jobs ``evaluating`` (True, False or a column mask,
+        see run_jobs) and every path."""
+        for caps, (cols, curves, path, live, _, _) in self.recorders.items():
             if live:
-                if evaluating:
+                if evaluating is True or (evaluating is not False
+                                          and evaluating[self.bounds[caps[2]]]):
                     curves.add(k, f[cols], gn[cols], lr[cols])
                 path.add(k, x[:, cols])
 
@@ -341,6 +345,14 @@ class _Jobs:
             self.final[j] = (trace, x[:, mine].copy(), f[mine].copy(), gn[mine].copy())
 
 
+def _jobs_with(columns: np.ndarray, job_of: np.ndarray):
+    """The columns of every job that has one of ``columns``: a mask, or True for all."""
+    hit = np.zeros(int(job_of[-1]) + 1, dtype=bool)
+    hit[job_of[columns]] = True
+    mask = hit[job_of]
+    return True if mask.all() else mask
+
+
 def _closed(recorder: _Recorder, own: slice, k: int, last: Callable[[], dict]):
     """A job's steps and rows of ``recorder``, with step k's row ``last()`` appended unless
     step k is there already."""
@@ -371,16 +383,17 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
     sees the whole batch. Columns never interact (objectives are batch independent), each
     job is recorded as if alone (see ``_Jobs``), and its final values are taken at the
     step where its last start stopped, so nothing a job returns depends on its batch.
-    A mini-batch descent is one job: when it evaluates the full batch depends on every one
-    of its starts (see ``run``).
+    Mini-batch jobs share one batch sequence (every job's starts step on the same batches,
+    ``batches="shared"``) and each evaluates the full batch on its own steps: the common
+    evaluation steps, and those where the batch loss of one of its own starts is not finite.
     """
     blocks = [np.array(x, dtype=float) for x in x0s]
     blocks = [b[:, None] if b.ndim == 1 else b for b in blocks]
     sizes = [b.shape[1] for b in blocks]
     n_jobs = len(blocks)
     minibatch = batch_size is not None
-    if minibatch and n_jobs != 1:
-        raise ValueError(f"a mini-batch descent is one job, got {n_jobs}")
+    if minibatch and n_jobs != 1 and batches != "shared":
+        raise ValueError(f"mini-batch jobs share a descent with shared batches, got {batches!r}")
 
     def per_job(value):
         return list(value) if isinstance(value, (list, tuple)) else [value] * n_jobs
@@ -403,6 +416,8 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
     eval_names = tuple(evaluate(x)) if evaluate is not None else ()
 
     jobs = _Jobs(sizes, d, trace_budgets, path_budgets, max_steps, minibatch, eval_names)
+    # per column, its job's index: which jobs evaluate the full batch at a step (mini-batch)
+    job_of = np.repeat(np.arange(n_jobs), sizes) if minibatch and n_jobs > 1 else None
     code = np.zeros(n, dtype=np.int8)
     steps = np.zeros(n, dtype=np.int64)
     trials = np.zeros(n, dtype=np.int64)
@@ -417,10 +432,19 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
                 idx = sampler(k)
                 fb, g = vg(x, idx)
                 jobs.add_batch_loss(k, fb)
-                evaluating = k % every == 0 or k >= max_steps or not np.isfinite(fb).all()
-                if evaluating:
+                if k % every == 0 or k >= max_steps:
+                    evaluating = True
+                else:  # and where a batch loss is not finite: its job's starts (a mask)
+                    bad = ~np.isfinite(fb)
+                    evaluating = (bool(bad.any()) if job_of is None
+                                  else _jobs_with(bad, job_of) if bad.any() else False)
+                if evaluating is True:
                     f, g_full = vg(x)
                     gn = np.sqrt((g_full * g_full).sum(axis=0))
+                elif evaluating is not False:  # some jobs only; the others keep their last
+                    f_now, g_full = vg(x)
+                    f = np.where(evaluating, f_now, f)
+                    gn = np.where(evaluating, np.sqrt((g_full * g_full).sum(axis=0)), gn)
             else:
                 f, g = vg(x)
                 gn = np.sqrt((g * g).sum(axis=0))
@@ -436,12 +460,15 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
                 ok &= step_norm > step_tol
             if k > 0 and value_tol > 0:
                 ok &= np.abs(f - f_prev) > value_tol
-            if evaluating and (k >= max_steps
-                               or not (ok.all() if all_active else (ok | ~active).all())):
+            checked = active & evaluating if isinstance(evaluating, np.ndarray) else active
+            if evaluating is not False and (
+                    k >= max_steps
+                    or not (ok.all() if all_active and evaluating is True
+                            else (ok | ~checked).all())):
                 new = _rule_codes(k, f, gn, f_prev, step_norm, max_steps=max_steps,
                                   grad_tol=grad_tol, step_tol=step_tol, value_tol=value_tol,
                                   diverge_above=diverge_above)
-                stopping = active & (new > 0)
+                stopping = checked & (new > 0)
                 code[stopping] = new[stopping]
                 steps[stopping] = k
                 active = code == 0
@@ -469,8 +496,10 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
                 trials += tried
                 step = lr_k * direction
             jobs.add(k, f, gn, lr_k, x, evaluating)
-            if evaluating:
+            if evaluating is True:
                 f_prev = f
+            elif evaluating is not False:
+                f_prev = np.where(evaluating, f, f_prev)
             x_new = x + step if all_active else np.where(active, x + step, x)
             if step_tol > 0:
                 step_norm = np.sqrt(((x_new - x) ** 2).sum(axis=0))

@@ -79,16 +79,14 @@ def _job_files(outputs: Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def sweeps(tmp_path_factory):
-    """The same mixed sweep through the batched (default) and the basic launcher."""
-    root = tmp_path_factory.mktemp("sweeps")
+def _both_launchers(root: Path, *args: str) -> dict:
+    """The sweep ``args`` through the batched (default) and the basic launcher, at once."""
     procs = {}
     for name, extra in (("batched", ()), ("basic", ("hydra/launcher=basic",))):
         outputs = root / name
         env = {**os.environ, "GDEXP_OUTPUTS": str(outputs)}
         procs[name] = (outputs, subprocess.Popen(
-            [sys.executable, "-m", "gdexp", "run", "-m", *extra, *MIXED], env=env,
+            [sys.executable, "-m", "gdexp", "run", "-m", *extra, *args], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     done = {}
     for name, (outputs, proc) in procs.items():
@@ -96,6 +94,12 @@ def sweeps(tmp_path_factory):
         assert proc.returncode == 0, stderr
         done[name] = (outputs, stdout)
     return done
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """The same mixed sweep through the batched (default) and the basic launcher."""
+    return _both_launchers(tmp_path_factory.mktemp("sweeps"), *MIXED)
 
 
 def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
@@ -121,6 +125,31 @@ def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
     files = {name: _job_files(outputs) for name, (outputs, _) in sweeps.items()}
     assert len(files["basic"]) == 16
     assert files["batched"] == files["basic"]
+
+
+def test_a_mini_batch_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
+    # SGD on one batch sequence: a rate whose batch loss overflows between the evaluation
+    # steps, and rates that run to the budget, with figures (the learning curves)
+    done = _both_launchers(tmp_path, "objective=least_squares", "data=diabetes",
+                           "data.batch_size=32", "data.eval_every=100",
+                           "optimizer.lr=0.05,0.3,12", "stop.max_steps=150")
+    assert re.findall(r"^group \d+/\d+: \d+ jobs", done["batched"][1], re.M) == [
+        "group 1/1: 3 jobs"]
+    contents = {}
+    for name, (outputs, _) in done.items():
+        client, runs = _runs(outputs)
+        (tmp_path / f"{name}-artifacts").mkdir()
+        contents[name] = {r.info.run_name: _content(client, r, tmp_path / f"{name}-artifacts")
+                          for r in runs}
+    batched, basic = contents["batched"], contents["basic"]
+    assert sorted(batched) == sorted(basic) and len(basic) == 3
+    for name in basic:
+        for part in ("params", "tags", "metrics", "artifacts", "status"):
+            assert batched[name][part] == basic[name][part], (name, part)
+        assert "plots/learning.png" in basic[name]["artifacts"]
+    stops = {b["tags"]["status"]: b["metrics"]["steps"][0][1] for b in basic.values()}
+    assert set(stops) == {"diverged", "max_steps"}, stops
+    assert stops["diverged"] % 100, stops  # on its own batch loss, off the evaluation steps
 
 
 def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
@@ -153,13 +182,26 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "schedule=cosine", "schedule.decay_steps=100"),
             job("objective=rosenbrock", "line_search=armijo"),
             job("objective=rosenbrock", "optimizer.lr=[0.001,0.002]"),
-            # descend alone: a sharpness curve, mini-batches
+            # descend alone: a sharpness curve
             job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
             job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
+            # mini-batches: together on one batch sequence (one seed), apart on their own
             job("objective=least_squares", "data=diabetes", "data.batch_size=32"),
-            job("objective=least_squares", "data=diabetes", "data.batch_size=32")]
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
+                "optimizer.lr=0.01", "optimizer=momentum"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32", "seed=1"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=16"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
+                "data.batches=per_start", "init.n_starts=3"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
+                "data.batches=per_start", "init.n_starts=3"),
+            # one start's own batches are the shared ones: these two descend together
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
+                "data.batches=per_start"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
+                "data.batches=per_start", "optimizer.lr=0.01")]
     assert batch.form_groups(jobs) == [[0, 2, 4, 5, 6, 10], [1], [3], [7], [8], [9], [11],
-                                       [12], [13], [14]]
+                                       [12], [13, 14], [15], [16], [17], [18], [19, 20]]
     jobs = jobs[:11]
     # the per-group bounds: a job cap and a memory cap
     assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [4, 5], [6, 10], [1], [3], [7],
