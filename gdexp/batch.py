@@ -51,20 +51,24 @@ def recorded_bytes(plan) -> int:
 
 
 def groupable(job: Job) -> bool:
-    """Whether a job may share its descent. A sharpness curve rides on the run's own
-    callback, and a mini-batch job whose starts each draw their own batches steps on
-    batches no other job shares: such jobs descend alone, as ``gdexp run`` would."""
+    """Whether a job may share its descent: not a mini-batch job whose starts each draw
+    their own batches (no other job steps on them); it descends alone, as ``gdexp run``
+    would."""
     rk = job.plan.run_kwargs
-    return (pipeline.sharpness_monitor(job.plan) is None
-            and not (rk.get("batch_size") is not None and rk["batches"] == "per_start"
-                     and job.plan.n > 1))
+    return not (rk.get("batch_size") is not None and rk["batches"] == "per_start"
+                and job.plan.n > 1)
 
 
 def _key(job: Job) -> str:
     # Mini-batch jobs step on the batches their seed draws: one descent per batch sequence.
-    rk = job.plan.run_kwargs
-    batches = "" if rk.get("batch_size") is None else f" batch_seed={rk['batch_seed']}"
-    return group_key(job.resolved) + batches
+    # Sharpness curves of one descent come from one Lanczos: one tolerance.
+    rk, diag = job.plan.run_kwargs, job.plan.diagnostics or {}
+    key = group_key(job.resolved)
+    if rk.get("batch_size") is not None:
+        key += f" batch_seed={rk['batch_seed']}"
+    if diag.get("sharpness_every"):
+        key += f" sharpness_tol={diag['sharpness_tol']}"
+    return key
 
 
 def form_groups(jobs: Sequence[Job], max_jobs: int = MAX_GROUP_JOBS,
@@ -111,12 +115,14 @@ PER_JOB_RUN_KWARGS = ("basin_tol", "trace_budget", "path_budget")
 
 
 def descend_together(plans: Sequence, callback=None,
-                     rules: Optional[Sequence[str]] = None) -> list:
+                     rules: Optional[Sequence[str]] = None,
+                     monitors: Optional[Sequence] = None) -> list:
     """One batched descent over the plans (which share everything but their starts, rates,
     optimizers and per-job budgets); a Result per plan, equal to what ``pipeline`` gets for it
     alone. ``rules[j]``: plan j's ``update_rule`` (None: the plans share the first's
     optimizer). Jobs of one rule are descended side by side, their columns updated by one
-    call of their optimizer (``optimizers.stacked``)."""
+    call of their optimizer (``optimizers.stacked``). ``monitors[j]``: plan j's sharpness
+    monitor or None; each records what it would alone (``sharpness.together``)."""
     first = plans[0]
     order = list(range(len(plans)))
     optimizer = first.optimizer
@@ -136,6 +142,11 @@ def descend_together(plans: Sequence, callback=None,
         # one start's own batches are the shared ones (sampling.batch_indices)
         shared["batches"] = "shared"
     per_job = {k: [p.run_kwargs[k] for p in ordered] for k in PER_JOB_RUN_KWARGS}
+    if monitors is not None and any(m is not None for m in monitors):
+        from .sharpness import chain, together
+
+        callback = chain(callback, together([monitors[j] for j in order],
+                                            [p.n for p in ordered]))
     results = descent.run_jobs(first.objective, [p.x0 for p in ordered], optimizer,
                                [p.lr for p in ordered], schedule=first.schedule,
                                line_search=first.line_search, callback=callback, **per_job,
@@ -387,21 +398,20 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                 context.__enter__()
                 status[i] = context
         plans = [jobs[i].plan for i in todo]
-        # a job alone descends as `gdexp run` descends it (its sharpness curve, its progress)
-        monitors = ([pipeline.sharpness_monitor(plans[0])] if len(plans) == 1
-                    else [None] * len(plans))
+        monitors = [pipeline.sharpness_monitor(plan) for plan in plans]
         with threadpool_limits(1, user_api="blas"):
             try:
-                if len(plans) == 1:
+                if len(plans) == 1:  # as `gdexp run` descends it (its own progress line)
                     results = [pipeline._descend(plans[0], monitors[0])]
                 else:
                     progress = GroupProgress(label, len(todo), plans[0].run_kwargs["max_steps"],
                                              stream=out)
                     results = descend_together(
                         plans, callback=progress,
-                        rules=[update_rule(jobs[i].resolved) for i in todo])
+                        rules=[update_rule(jobs[i].resolved) for i in todo], monitors=monitors)
             except Exception:  # noqa: BLE001 - then each job alone: only the guilty one fails
                 results = []
+                monitors = [pipeline.sharpness_monitor(plan) for plan in plans]  # fresh
                 for plan, monitor in zip(plans, monitors):
                     try:
                         results.append(pipeline._descend(plan, monitor))

@@ -135,18 +135,28 @@ class SharpnessMonitor:
         self._was_active: Optional[np.ndarray] = None
 
     def __call__(self, k, x, f, grad_norm, active):
+        keep = self.due(k, active)
+        if keep is not None:
+            self.record(k, keep, *top_eigen(self.objective, x, self.start_vectors(*x.shape),
+                                            self.tol, self.max_iter))
+
+    def due(self, k, active) -> Optional[np.ndarray]:
+        """At step k (called once per step): the starts this step's record keeps (those
+        still descending or stopping at k), or None when it records nothing."""
         was = self._was_active if self._was_active is not None else np.ones(active.shape, bool)
         self._was_active = np.array(active, dtype=bool)
         if k % self.every:
-            return
+            return None
         keep = active | was
-        if not keep.any():
-            return
+        return keep if keep.any() else None
+
+    def start_vectors(self, d: int, n: int) -> np.ndarray:
+        """Lanczos's start vectors: the last top eigenvectors (a fixed vector at first)."""
         if self._u is None:
-            self._u = start_vector(*x.shape)
-        with np.errstate(all="ignore"):
-            theta, u, used = lanczos_top(hvp_at(self.objective, x), self._u, self.tol,
-                                         self.max_iter)
+            self._u = start_vector(d, n)
+        return self._u
+
+    def record(self, k, keep, theta, u, used) -> None:
         ok = np.all(np.isfinite(u), axis=0)
         self._u = np.where(ok, u, self._u)
         self.steps.append(int(k))
@@ -169,6 +179,44 @@ class SharpnessMonitor:
         return {"sharpness_steps": steps, "sharpness": lam,
                 "stability_threshold": np.array(thr, dtype=float), "sharpness_ratio": ratio,
                 "sharpness_products": np.array(self.products).reshape(len(steps), n)}
+
+
+def top_eigen(objective: Objective, x: np.ndarray, v0: np.ndarray, tol: float = DEFAULT_TOL,
+              max_iter: int = MAX_ITER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``lanczos_top`` on the Hessians at the columns of x, from the start vectors v0."""
+    with np.errstate(all="ignore"):
+        return lanczos_top(hvp_at(objective, x), v0, tol, max_iter)
+
+
+def together(monitors, sizes) -> Callable:
+    """One descent callback for the monitors of jobs descended side by side (consecutive
+    blocks of ``sizes`` columns; None: a job without one, all others alike in tolerance).
+    At a step where some are due, one Lanczos over the columns of those jobs; each job's
+    monitor records its own block, as alone (a column's Lanczos does not depend on others)."""
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    own = [(m, slice(bounds[j], bounds[j + 1])) for j, m in enumerate(monitors) if m is not None]
+    first = own[0][0]
+
+    def call(k, x, f, grad_norm, active):
+        due = [(m, cols, keep) for m, cols in own
+               if (keep := m.due(k, active[cols])) is not None]
+        if not due:
+            return
+        d = x.shape[0]
+        if len(due) == len(monitors):
+            xs = x
+        else:
+            xs = np.concatenate([x[:, cols] for _, cols, _ in due], axis=1)
+        v0 = np.concatenate([m.start_vectors(d, cols.stop - cols.start) for m, cols, _ in due],
+                            axis=1)
+        theta, u, used = top_eigen(first.objective, xs, v0, first.tol, first.max_iter)
+        at = 0
+        for m, cols, keep in due:
+            mine = slice(at, at + cols.stop - cols.start)
+            m.record(k, keep, theta[mine], u[:, mine], used[mine])
+            at = mine.stop
+
+    return call
 
 
 def chain(*callbacks) -> Callable:

@@ -1,6 +1,7 @@
 """The batched launcher: the same runs as the basic launcher, the right groups, failures kept to their job."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -127,29 +128,48 @@ def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
     assert files["batched"] == files["basic"]
 
 
-def test_a_mini_batch_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
-    # SGD on one batch sequence: a rate whose batch loss overflows between the evaluation
-    # steps, and rates that run to the budget, with figures (the learning curves)
-    done = _both_launchers(tmp_path, "objective=least_squares", "data=diabetes",
-                           "data.batch_size=32", "data.eval_every=100",
-                           "optimizer.lr=0.05,0.3,12", "stop.max_steps=150")
+def _same_runs_both_ways(tmp_path: Path, jobs: int, *args: str) -> dict:
+    """The sweep through both launchers: one group of ``jobs``, and every run the same
+    (params, tags, metric histories, artifacts, status); the basic launcher's runs."""
+    done = _both_launchers(tmp_path, *args)
     assert re.findall(r"^group \d+/\d+: \d+ jobs", done["batched"][1], re.M) == [
-        "group 1/1: 3 jobs"]
+        f"group 1/1: {jobs} jobs"]
     contents = {}
     for name, (outputs, _) in done.items():
         client, runs = _runs(outputs)
         (tmp_path / f"{name}-artifacts").mkdir()
-        contents[name] = {r.info.run_name: _content(client, r, tmp_path / f"{name}-artifacts")
-                          for r in runs}
+        # by params: runs of one name may differ in a setting the name leaves out
+        contents[name] = {json.dumps(r.data.params, sort_keys=True):
+                          _content(client, r, tmp_path / f"{name}-artifacts") for r in runs}
     batched, basic = contents["batched"], contents["basic"]
-    assert sorted(batched) == sorted(basic) and len(basic) == 3
+    assert sorted(batched) == sorted(basic) and len(basic) == jobs
     for name in basic:
         for part in ("params", "tags", "metrics", "artifacts", "status"):
             assert batched[name][part] == basic[name][part], (name, part)
-        assert "plots/learning.png" in basic[name]["artifacts"]
+    return basic
+
+
+def test_a_mini_batch_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
+    # SGD on one batch sequence: a rate whose batch loss overflows between the evaluation
+    # steps, and rates that run to the budget, with figures (the learning curves)
+    basic = _same_runs_both_ways(tmp_path, 3, "objective=least_squares", "data=diabetes",
+                                 "data.batch_size=32", "data.eval_every=100",
+                                 "optimizer.lr=0.05,0.3,12", "stop.max_steps=150")
+    assert all("plots/learning.png" in b["artifacts"] for b in basic.values())
     stops = {b["tags"]["status"]: b["metrics"]["steps"][0][1] for b in basic.values()}
     assert set(stops) == {"diverged", "max_steps"}, stops
     assert stops["diverged"] % 100, stops  # on its own batch loss, off the evaluation steps
+
+
+def test_a_sharpness_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
+    # sharpness curves on two schedules, a rate that diverges, the edge-of-stability claim
+    basic = _same_runs_both_ways(tmp_path, 4, "objective=mlp", "data=chebyshev",
+                                 "objective.hidden=[6]", "init=model", "stop.max_steps=150",
+                                 "stop.grad_tol=0", "optimizer.lr=0.2,3",
+                                 "diagnostics.sharpness_every=5,8", "claim=edge_of_stability")
+    assert all({"plots/sharpness.png", "diagnostics.npz"} <= set(b["artifacts"])
+               for b in basic.values())
+    assert {b["tags"]["status"] for b in basic.values()} == {"diverged", "max_steps"}
 
 
 def test_a_mixed_sweep_forms_one_group_per_objective(sweeps):
@@ -182,9 +202,11 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "schedule=cosine", "schedule.decay_steps=100"),
             job("objective=rosenbrock", "line_search=armijo"),
             job("objective=rosenbrock", "optimizer.lr=[0.001,0.002]"),
-            # descend alone: a sharpness curve
+            # sharpness curves: together on any schedules, apart on another Lanczos tolerance
             job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
-            job("objective=rosenbrock", "diagnostics.sharpness_every=10"),
+            job("objective=rosenbrock", "diagnostics.sharpness_every=7", "optimizer.lr=0.01"),
+            job("objective=rosenbrock", "diagnostics.sharpness_every=10",
+                "diagnostics.sharpness_tol=1e-6"),
             # mini-batches: together on one batch sequence (one seed), apart on their own
             job("objective=least_squares", "data=diabetes", "data.batch_size=32"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32",
@@ -200,14 +222,49 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
                 "data.batches=per_start"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32",
                 "data.batches=per_start", "optimizer.lr=0.01")]
-    assert batch.form_groups(jobs) == [[0, 2, 4, 5, 6, 10], [1], [3], [7], [8], [9], [11],
-                                       [12], [13, 14], [15], [16], [17], [18], [19, 20]]
+    assert batch.form_groups(jobs) == [[0, 2, 4, 5, 6, 10], [1], [3], [7], [8], [9], [11, 12],
+                                       [13], [14, 15], [16], [17], [18], [19], [20, 21]]
     jobs = jobs[:11]
     # the per-group bounds: a job cap and a memory cap
     assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [4, 5], [6, 10], [1], [3], [7],
                                                   [8], [9]]
     one = batch.recorded_bytes(jobs[0].plan)
     assert batch.form_groups(jobs[:1] * 5, max_bytes=2 * one) == [[0, 1], [2, 3], [4]]
+
+
+def test_each_job_of_a_group_records_the_sharpness_curve_it_records_alone():
+    """One Lanczos per sharpness step over the group's due columns; per job, the steps,
+    values and products of its lone run: on its own schedule (every 5 or 7 steps), until
+    its own last start stops (one diverges early, the others run to the budget)."""
+    from gdexp import config
+
+    def plan(lr, every, *extra):
+        return config.build(compose_config(
+            "objective=mlp", "data=chebyshev", "objective.hidden=[6]", "init=model",
+            f"optimizer.lr={lr}", f"diagnostics.sharpness_every={every}",
+            "stop.max_steps=120", "stop.grad_tol=2e-3", "tracking=off", *extra))
+
+    plans = [plan(0.05, 5), plan(3.0, 7), plan(0.3, 5, "optimizer=momentum", "seed=2"),
+             plan("[0.02,0.6]", 7, "init.n_starts=2"), plan(1.5, 5, "seed=1")]
+    monitors = [pipeline.sharpness_monitor(p) for p in plans]
+    together = batch.descend_together(plans, monitors=monitors,
+                                      rules=[str(p.optimizer) for p in plans])
+    arrays = {}
+    for j, (p, m, result) in enumerate(zip(plans, monitors, together)):
+        lone = pipeline.sharpness_monitor(p)
+        alone = pipeline._descend(p, lone)
+        assert np.array_equal(result.x, alone.x) and np.array_equal(result.steps, alone.steps)
+        a, b = m.arrays(pipeline._rates(p), p.optimizer.stability), lone.arrays(
+            pipeline._rates(p), p.optimizer.stability)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key], equal_nan=True), (j, key)
+        arrays[j] = b
+    outcomes = {o for r in together for o in r.outcomes}
+    assert {"diverged", "max_steps"} <= outcomes, outcomes
+    # the schedules and stops differ, so the records do
+    lengths = {j: len(a["sharpness_steps"]) for j, a in arrays.items()}
+    assert len(set(lengths.values())) > 2, lengths
 
 
 def _job(outputs: Path, lr: float, *extra: str):
