@@ -16,8 +16,8 @@ from .pipeline import Job, Outcome
 # happens after the descent (tracking, diagnostics, sweep_metric, basin_tol) and the per-job
 # trace budgets. Everything else (objective, data, schedule, line search, stop rules, and any
 # key added later) must be equal within a group: a key the descent reads is here only when
-# the core takes it per job (descent.run_jobs: starts, rates, an optimizer per block). The
-# seed also draws a mini-batch job's batches, which its group shares (``_key``).
+# the core takes it per job (descent.run_jobs: starts, rates, an optimizer per block, a
+# mini-batch job's batches, which its seed draws).
 PER_JOB_KEYS = ("seed", "init", "optimizer", "tracking", "diagnostics", "sweep_metric",
                 "basin_tol", "trace_budget", "path_budget")
 
@@ -50,22 +50,10 @@ def recorded_bytes(plan) -> int:
     return 8 * (curves * curve_rows * n + path_rows * d * n + 16 * d * n)
 
 
-def groupable(job: Job) -> bool:
-    """Whether a job may share its descent: not a mini-batch job whose starts each draw
-    their own batches (no other job steps on them); it descends alone, as ``gdexp run``
-    would."""
-    rk = job.plan.run_kwargs
-    return not (rk.get("batch_size") is not None and rk["batches"] == "per_start"
-                and job.plan.n > 1)
-
-
 def _key(job: Job) -> str:
-    # Mini-batch jobs step on the batches their seed draws: one descent per batch sequence.
     # Sharpness curves of one descent come from one Lanczos: one tolerance.
-    rk, diag = job.plan.run_kwargs, job.plan.diagnostics or {}
+    diag = job.plan.diagnostics or {}
     key = group_key(job.resolved)
-    if rk.get("batch_size") is not None:
-        key += f" batch_seed={rk['batch_seed']}"
     if diag.get("sharpness_every"):
         key += f" sharpness_tol={diag['sharpness_tol']}"
     return key
@@ -77,8 +65,7 @@ def form_groups(jobs: Sequence[Job], max_jobs: int = MAX_GROUP_JOBS,
     nor ``max_bytes`` of recorded trace (a job larger than that alone is a group of one)."""
     by_key: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
-        key = _key(job) if groupable(job) else f"alone {i}"
-        by_key.setdefault(key, []).append(i)
+        by_key.setdefault(_key(job), []).append(i)
     groups = []
     for members in by_key.values():
         current, size = [], 0
@@ -111,7 +98,7 @@ class GroupProgress(pipeline.Progress):
 
 
 # What the core takes per job; every other keyword of a plan's run is shared by its group.
-PER_JOB_RUN_KWARGS = ("basin_tol", "trace_budget", "path_budget")
+PER_JOB_RUN_KWARGS = ("basin_tol", "trace_budget", "path_budget", "batch_seed")
 
 
 def descend_together(plans: Sequence, callback=None,
@@ -138,10 +125,8 @@ def descend_together(plans: Sequence, callback=None,
         optimizer = optimizers.stacked([(opt, n) for _, opt, n in blocks])
     ordered = [plans[j] for j in order]
     shared = {k: v for k, v in first.run_kwargs.items() if k not in PER_JOB_RUN_KWARGS}
-    if shared.get("batch_size") is not None:
-        # one start's own batches are the shared ones (sampling.batch_indices)
-        shared["batches"] = "shared"
-    per_job = {k: [p.run_kwargs[k] for p in ordered] for k in PER_JOB_RUN_KWARGS}
+    per_job = {k: [p.run_kwargs[k] for p in ordered] for k in PER_JOB_RUN_KWARGS
+               if k in first.run_kwargs}
     if monitors is not None and any(m is not None for m in monitors):
         from .sharpness import chain, together
 

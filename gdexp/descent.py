@@ -383,17 +383,16 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
     sees the whole batch. Columns never interact (objectives are batch independent), each
     job is recorded as if alone (see ``_Jobs``), and its final values are taken at the
     step where its last start stopped, so nothing a job returns depends on its batch.
-    Mini-batch jobs share one batch sequence (every job's starts step on the same batches,
-    ``batches="shared"``) and each evaluates the full batch on its own steps: the common
-    evaluation steps, and those where the batch loss of one of its own starts is not finite.
+    Mini-batch jobs (``batch_seed`` and ``batches`` one value or one per job) each step on
+    their own batches, as alone, and each evaluates the full batch on its own steps: the
+    common evaluation steps, and those where the batch loss of one of its own starts is not
+    finite.
     """
     blocks = [np.array(x, dtype=float) for x in x0s]
     blocks = [b[:, None] if b.ndim == 1 else b for b in blocks]
     sizes = [b.shape[1] for b in blocks]
     n_jobs = len(blocks)
     minibatch = batch_size is not None
-    if minibatch and n_jobs != 1 and batches != "shared":
-        raise ValueError(f"mini-batch jobs share a descent with shared batches, got {batches!r}")
 
     def per_job(value):
         return list(value) if isinstance(value, (list, tuple)) else [value] * n_jobs
@@ -408,8 +407,15 @@ def run_jobs(objective: Objective, x0s, optimizer: Optimizer, lrs, *, max_steps:
     vg = batched_value_and_grad(objective.f)
     state = optimizer.init(x)
     if minibatch:
-        sampler = BatchSampler(batch_seed, objective.n_samples, int(batch_size), sampling,
-                               starts=n if batches == "per_start" else None)
+        seeds, modes = per_job(batch_seed), per_job(batches)
+        if n_jobs == 1 or (len(set(seeds)) == 1 and set(modes) == {"shared"}):
+            sampler = BatchSampler(seeds[0], objective.n_samples, int(batch_size), sampling,
+                                   starts=n if modes[0] == "per_start" else None)
+        else:  # a row of batch indices per column: its job's sequence, or its start's own
+            sampler = BatchSampler(0, objective.n_samples, int(batch_size), sampling,
+                                   streams=[(sd, c if mode == "per_start" else None)
+                                            for sd, mode, nj in zip(seeds, modes, sizes)
+                                            for c in range(nj)])
         every = int(eval_every) if eval_every else sampler.per_epoch
     else:
         every = int(eval_every) if eval_every else max(1, max_steps // 200)

@@ -47,28 +47,39 @@ class BatchSampler:
     """``batch_indices`` for consecutive steps, computing each epoch's permutation once.
 
     ``starts``: that many sequences, start j's own (``batch_indices(..., start=j)``), returned
-    as rows of (starts, batch_size) indices; None: the shared sequence, (batch_size,)."""
+    as rows of (starts, batch_size) indices; None: the shared sequence, (batch_size,).
+    ``streams`` (instead of ``seed`` and ``starts``): a (seed, start) pair per row, start None
+    for the seed's shared sequence (jobs of other seeds descending side by side)."""
 
     def __init__(self, seed: int, n_samples: int, batch_size: int, sampling: str = "epoch",
-                 starts: Optional[int] = None):
+                 starts: Optional[int] = None, streams=None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         if not 1 <= batch_size <= n_samples:
             raise ValueError(f"batch_size must be in [1, {n_samples}], got {batch_size}")
-        self.seed, self.n, self.b, self.sampling = int(seed), n_samples, batch_size, sampling
+        self.n, self.b, self.sampling = n_samples, batch_size, sampling
         self.per_epoch = steps_per_epoch(n_samples, batch_size)
-        self.starts = [None] if starts is None else list(range(int(starts)))
+        self.shared = streams is None and starts is None
+        if streams is None:
+            streams = [(seed, None)] if starts is None else [(seed, j) for j in range(int(starts))]
+        # start 0's sequence is the shared one (_key): one permutation serves both
+        keys = [(int(sd), int(st) if st else None) for sd, st in streams]
+        self.unique = list(dict.fromkeys(keys))
+        where = {key: i for i, key in enumerate(self.unique)}
+        self.rows = np.array([where[key] for key in keys])
         self._epoch, self._perms = None, None
 
     def __call__(self, step: int) -> np.ndarray:
         if self.sampling != "epoch":
-            rows = [batch_indices(self.seed, step, self.n, self.b, self.sampling, start)
-                    for start in self.starts]
+            rows = [batch_indices(seed, step, self.n, self.b, self.sampling, start)
+                    for seed, start in self.unique]
         else:
             epoch, j = divmod(int(step), self.per_epoch)
             if epoch != self._epoch:
-                self._perms = [np.random.default_rng(_key(self.seed, epoch, start))
-                               .permutation(self.n) for start in self.starts]
+                self._perms = [np.random.default_rng(_key(seed, epoch, start))
+                               .permutation(self.n) for seed, start in self.unique]
                 self._epoch = epoch
             rows = [np.sort(perm[j * self.b:(j + 1) * self.b]) for perm in self._perms]
-        return rows[0] if self.starts == [None] else np.stack(rows)
+        if self.shared:
+            return rows[0]
+        return np.stack(rows)[self.rows]

@@ -150,15 +150,16 @@ def _same_runs_both_ways(tmp_path: Path, jobs: int, *args: str) -> dict:
 
 
 def test_a_mini_batch_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
-    # SGD on one batch sequence: a rate whose batch loss overflows between the evaluation
-    # steps, and rates that run to the budget, with figures (the learning curves)
-    basic = _same_runs_both_ways(tmp_path, 3, "objective=least_squares", "data=diabetes",
+    # SGD, two seeds (two batch sequences): a rate whose batch loss overflows between the
+    # evaluation steps, and rates that run to the budget, with figures (the learning curves)
+    basic = _same_runs_both_ways(tmp_path, 6, "objective=least_squares", "data=diabetes",
                                  "data.batch_size=32", "data.eval_every=100",
-                                 "optimizer.lr=0.05,0.3,12", "stop.max_steps=150")
+                                 "optimizer.lr=0.05,0.3,12", "seed=0,1", "stop.max_steps=150")
     assert all("plots/learning.png" in b["artifacts"] for b in basic.values())
-    stops = {b["tags"]["status"]: b["metrics"]["steps"][0][1] for b in basic.values()}
-    assert set(stops) == {"diverged", "max_steps"}, stops
-    assert stops["diverged"] % 100, stops  # on its own batch loss, off the evaluation steps
+    stops = {(b["tags"]["status"], b["params"]["seed"]): b["metrics"]["steps"][0][1]
+             for b in basic.values()}
+    assert {status for status, _ in stops} == {"diverged", "max_steps"}, stops
+    assert all(stops[("diverged", seed)] % 100 for seed in "01"), stops  # off the evaluations
 
 
 def test_a_sharpness_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
@@ -207,23 +208,18 @@ def test_groups_are_what_cannot_vary_inside_one_descent():
             job("objective=rosenbrock", "diagnostics.sharpness_every=7", "optimizer.lr=0.01"),
             job("objective=rosenbrock", "diagnostics.sharpness_every=10",
                 "diagnostics.sharpness_tol=1e-6"),
-            # mini-batches: together on one batch sequence (one seed), apart on their own
+            # mini-batches: each job on the batches its seed draws, side by side
             job("objective=least_squares", "data=diabetes", "data.batch_size=32"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32",
                 "optimizer.lr=0.01", "optimizer=momentum"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32", "seed=1"),
-            job("objective=least_squares", "data=diabetes", "data.batch_size=16"),
+            job("objective=least_squares", "data=diabetes", "data.batch_size=16"),  # another size
             job("objective=least_squares", "data=diabetes", "data.batch_size=32",
                 "data.batches=per_start", "init.n_starts=3"),
             job("objective=least_squares", "data=diabetes", "data.batch_size=32",
-                "data.batches=per_start", "init.n_starts=3"),
-            # one start's own batches are the shared ones: these two descend together
-            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
-                "data.batches=per_start"),
-            job("objective=least_squares", "data=diabetes", "data.batch_size=32",
-                "data.batches=per_start", "optimizer.lr=0.01")]
+                "data.batches=per_start", "init.n_starts=3", "seed=2")]
     assert batch.form_groups(jobs) == [[0, 2, 4, 5, 6, 10], [1], [3], [7], [8], [9], [11, 12],
-                                       [13], [14, 15], [16], [17], [18], [19], [20, 21]]
+                                       [13], [14, 15, 16], [17], [18, 19]]
     jobs = jobs[:11]
     # the per-group bounds: a job cap and a memory cap
     assert batch.form_groups(jobs, max_jobs=2) == [[0, 2], [4, 5], [6, 10], [1], [3], [7],

@@ -211,6 +211,33 @@ def test_a_batch_row_per_start_evaluates_each_start_on_its_own_rows(objective):
         assert np.array_equal(g[:, j], grad(alone)(x[:, j]))
 
 
+def test_a_start_s_batch_as_one_row_of_many_evaluates_as_its_batch_alone(objective):
+    """A batched sweep descends SGD jobs of other seeds side by side, a row of batch indices
+    per column: column j of f(X, idx (n, b)) must equal the job alone, f(x_j (d, 1), idx_j
+    (b,)), bit for bit, for n = 2, 7 and 100."""
+    vg = batched_value_and_grad(objective.f)
+    x = objective.init_model(np.random.default_rng(6), 100)
+    b = max(1, objective.n_samples // 3)
+    rows = BatchSampler(0, objective.n_samples, b, streams=[(s, None) for s in range(100)])(3)
+    for j in (0, 1):
+        f1, g1 = vg(x[:, j:j + 1], batch_indices(j, 3, objective.n_samples, b))
+        for n in (2, 7, 100):
+            fn, gn = vg(x[:, :n], rows[:n])
+            assert fn[j] == f1[0] and np.array_equal(gn[:, j], g1[:, 0]), (n, j)
+
+
+def test_streams_are_the_sequences_of_their_seeds_and_starts():
+    streams = [(3, None), (5, None), (3, 2), (5, 0), (3, None)]
+    for sampling in ("epoch", "replacement"):
+        sampler = BatchSampler(0, 50, 8, sampling, streams=streams)
+        for k in (0, 6, 7, 13):  # 50 = 6·8 + 2: steps 6 and 13 end an epoch on 2 samples
+            rows = sampler(k)
+            assert rows.shape == (5, 2 if sampling == "epoch" and k % 7 == 6 else 8)
+            for row, (seed, start) in zip(rows, streams):
+                np.testing.assert_array_equal(row, batch_indices(seed, k, 50, 8, sampling,
+                                                                 start=start))
+
+
 def test_replacement_sampling_is_iid_and_seeded():
     draws = np.concatenate([batch_indices(3, k, 10, 4, "replacement") for k in range(5000)])
     counts = np.bincount(draws, minlength=10) / draws.size

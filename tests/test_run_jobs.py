@@ -154,9 +154,10 @@ def test_held_out_evaluations_of_a_learning_problem_are_each_job_s_own():
 
 @pytest.mark.parametrize("sampling", ["epoch", "replacement"])
 def test_mini_batch_jobs_each_evaluate_on_their_own_steps(sampling):
-    """SGD jobs on one batch sequence: a job evaluates the full batch at the common evaluation
-    steps and where one of its own starts' batch loss blows up, never because another job's
-    did, so each stops, records and closes its held-out curve as it would alone."""
+    """SGD jobs in one descent, each on its own batches: a job evaluates the full batch at the
+    common evaluation steps and where one of its own starts' batch loss blows up, never
+    because another job's did, so each stops, records and closes its held-out curve as it
+    would alone."""
     from gdexp import config
 
     from .conftest import compose_config
@@ -169,25 +170,25 @@ def test_mini_batch_jobs_each_evaluate_on_their_own_steps(sampling):
     # a rate whose batch loss overflows between the evaluation steps; a job whose second
     # start does so, after which that job evaluates every step and its first start meets
     # value_tol; two that run to the budget, as they must, whatever the others do
+    # value_tol; two that run to the budget, as they must, whatever the others do; jobs of
+    # other seeds (other batches) and one whose two starts each draw their own
     jobs = [(rng.normal(size=(obj.dim, 1)), 50 / L), (np.zeros(obj.dim), 0.5 / L),
             (rng.normal(size=(obj.dim, 1)), 0.05 / L),
-            (rng.normal(size=(obj.dim, 2)), np.array([0.3 / L, 75 / L]))]
+            (rng.normal(size=(obj.dim, 2)), np.array([0.3 / L, 75 / L])),
+            (np.zeros(obj.dim), 0.5 / L), (rng.normal(size=(obj.dim, 2)), 0.5 / L)]
     together, alone = lone_and_batched(obj, jobs, OPTIMIZERS["momentum"](momentum=0.5),
                                        max_steps=600, value_tol=1e-3, diverge_above=1e8,
-                                       batch_size=16, sampling=sampling, batch_seed=4,
+                                       batch_size=16, sampling=sampling,
+                                       batch_seed=[4, 4, 4, 4, 9, 4],
+                                       batches=["shared"] * 5 + ["per_start"],
                                        eval_every=100, evaluate=obj.evaluate,
-                                       trace_budget=[150, 400, 90, 400])
-    assert [r.outcomes for r in alone] == [("diverged",), ("max_steps",), ("max_steps",),
-                                           ("converged", "diverged")]
+                                       trace_budget=[150, 400, 90, 400, 400, 400])
+    assert [r.outcomes for r in alone][:4] == [("diverged",), ("max_steps",), ("max_steps",),
+                                               ("converged", "diverged")]
+    # another seed, other batches: not job 1's trajectory from the same start and rate
+    assert not np.array_equal(alone[4].x, alone[1].x)
     # off the evaluation steps: on batch losses of the job's own starts
     assert all(int(r.steps.max()) % 100 for r in (alone[0], alone[3]))
     for a, b in zip(together, alone):
         assert b.trace.batch_loss is not None and set(b.trace.evals) >= {"test_loss"}
         assert_same(a, b)
-
-
-def test_mini_batch_jobs_share_one_batch_sequence_only():
-    quad = OBJECTIVES["quadratic"]()
-    with pytest.raises(ValueError, match="shared batches"):
-        run_jobs(quad, [np.ones(2), np.ones(2)], OPTIMIZERS["gd"](), [0.1, 0.1],
-                 batch_size=1, batches="per_start")
