@@ -100,8 +100,9 @@ def numpy_blas(loaded: list[dict]) -> Optional[dict]:
     home = Path(np.__file__).resolve().parent
     beside = {home.parent / "numpy.libs", home / ".libs"}
     built = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    version = built.get("version")
     for own in (lambda i: Path(i["filepath"]).resolve().parent in beside,
-                lambda i: i.get("version") is not None and i.get("version") == built.get("version")):
+                lambda i: version is not None and i.get("version") == version):
         mine = sorted((i for i in loaded if own(i)), key=lambda i: i["filepath"])
         if mine:
             return mine[0]
