@@ -236,13 +236,13 @@ class _Helpers:
                 self.figures = {k: pool.submit(_draw, k) for k in draw}
 
     @classmethod
-    def start(cls, jobs, todo, results, diags) -> Optional["_Helpers"]:
+    def start(cls, jobs, todo, results, diags, claims) -> Optional["_Helpers"]:
         if _cores() < 2 or not hasattr(os, "fork"):
             return None
         from . import tracking
 
         tasks = {}
-        for i, result, diag in zip(todo, results, diags):
+        for i, result, diag, claim in zip(todo, results, diags, claims):
             job = jobs[i]
             if isinstance(result, BaseException):
                 continue
@@ -252,7 +252,6 @@ class _Helpers:
                            diag, pipeline.run_name(job.cfg, job.plan))
             if job.uri is not None and tracking.writable_after_fork(job.uri):
                 try:
-                    claim = pipeline.check_claim(job.cfg, job.plan, result, diag)
                     batch = (job.uri, job.run_id,
                              pipeline.store_batch(job, result, diag, claim, with_params=True))
                 except Exception:  # noqa: BLE001 - then finishing the job raises it
@@ -402,12 +401,14 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
                         results.append(pipeline._descend(plan, monitor))
                     except Exception as e:  # noqa: BLE001
                         results.append(e)
-            results, diags = _diagnose_each(jobs, todo, list(results), monitors)
-            helpers = _Helpers.start(jobs, todo, results, diags)
+            results, diags, claims = _diagnose_each(jobs, todo, list(results), monitors)
+            helpers = _Helpers.start(jobs, todo, results, diags, claims)
             try:
                 written: collections.deque = collections.deque()
-                for i, result, monitor, diag in zip(todo, results, monitors, diags):
-                    written.append((i, _write_one(jobs[i], i, result, monitor, diag, helpers)))
+                for i, result, monitor, diag, claim in zip(todo, results, monitors, diags,
+                                                           claims):
+                    written.append((i, _write_one(jobs[i], i, result, monitor, diag, claim,
+                                                  helpers)))
                     _end_written(jobs, written, helpers, status, outcomes, out, wait=False)
                 _end_written(jobs, written, helpers, status, outcomes, out, wait=True)
             finally:
@@ -424,29 +425,32 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
     return outcomes
 
 
-def _diagnose_each(jobs, todo, results, monitors) -> tuple[list, list]:
-    """Each descended job's diagnostics; a job whose diagnostics raise gets the error as its
-    result (it alone fails)."""
-    diags = []
+def _diagnose_each(jobs, todo, results, monitors) -> tuple[list, list, list]:
+    """Each descended job's diagnostics and checked claim; a job whose diagnostics or claim
+    raise gets the error as its result (it alone fails)."""
+    diags, claims = [], []
     for k, (i, result, monitor) in enumerate(zip(todo, results, monitors)):
-        diag = None
+        diag = claim = None
         if not isinstance(result, BaseException):
+            job = jobs[i]
             try:
-                diag = pipeline._diagnose(jobs[i].cfg, jobs[i].plan, result, monitor)
+                diag = pipeline._diagnose(job.cfg, job.plan, result, monitor)
+                claim = pipeline.check_claim(job.cfg, job.plan, result, diag)
             except Exception as e:  # noqa: BLE001 - one job's failure is that job's
                 results[k] = e
         diags.append(diag)
-    return results, diags
+        claims.append(claim)
+    return results, diags, claims
 
 
-def _write_one(job: Job, i: int, result, monitor, diag,
+def _write_one(job: Job, i: int, result, monitor, diag, claim,
                helpers: Optional[_Helpers]) -> Union[Outcome, BaseException]:
     """A job's files, artifacts and store rows (handed to a helper, or written here); its
     Outcome, or what raised (its figures are over either way)."""
     try:
         if isinstance(result, BaseException):
             raise result
-        return pipeline.finish(job, result, monitor, with_params=True, diag=diag,
+        return pipeline.finish(job, result, monitor, with_params=True, diag=diag, claim=claim,
                                drawn=helpers.drawn(i) if helpers is not None else None,
                                logged=helpers.logger(i) if helpers is not None else None)
     except Exception as e:  # noqa: BLE001 - one job's failure is that job's

@@ -577,22 +577,24 @@ def log_params(job: Job) -> None:
     tracking.log(job.client, job.run_id, params=tracking.flatten(job.resolved))
 
 
-_DIAGNOSE = object()
+_HERE = object()  # not computed yet: finish computes it
 
 
 def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
-           diag=_DIAGNOSE, drawn: Optional[Callable[[], None]] = None,
+           diag=_HERE, claim=_HERE, drawn: Optional[Callable[[], None]] = None,
            logged: Optional[Callable[[], None]] = None) -> Outcome:
     """Everything after the descent: diagnostics, the run's files and, when tracked, the
     artifacts and one batch of metrics and tags (and params, ``with_params``). Does not end
-    the run. ``diag``: the diagnostics when already computed (``diagnose``); ``drawn``: see
-    write_files; ``logged``: hands the batch (``store_batch``) to another process, called
-    once the run's files and artifacts are in (so that a run failing before has none of its
-    rows, as when it logs them itself); the caller waits for it before ending the run."""
+    the run. ``diag``, ``claim``: the diagnostics and the checked claim when already computed
+    (``_diagnose``, ``check_claim``); ``drawn``: see write_files; ``logged``: hands the batch
+    (``store_batch``) to another process, called once the run's files and artifacts are in
+    (so that a run failing before has none of its rows, as when it logs them itself); the
+    caller waits for it before ending the run."""
     cfg, plan = job.cfg, job.plan
-    if diag is _DIAGNOSE:
+    if diag is _HERE:
         diag = _diagnose(cfg, plan, result, monitor)
-    claim = check_claim(cfg, plan, result, diag)
+    if claim is _HERE:
+        claim = check_claim(cfg, plan, result, diag)
     art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots,
                       drawn)
     if job.uri is None:
