@@ -103,23 +103,31 @@ def sweeps(tmp_path_factory):
     return _both_launchers(tmp_path_factory.mktemp("sweeps"), *MIXED)
 
 
-def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
+def _same_runs(done: dict, tmp_path: Path, jobs: int) -> dict:
+    """Each launcher's ``jobs`` runs the same (params, tags, metric histories, artifacts,
+    status), in sweeps ``done`` by ``_both_launchers``; the basic launcher's runs."""
     contents = {}
-    for name, (outputs, _) in sweeps.items():
+    for name, (outputs, _) in done.items():
         client, runs = _runs(outputs)
-        assert len(runs) == 16
-        (tmp_path / name).mkdir()
-        contents[name] = {r.info.run_name: _content(client, r, tmp_path / name) for r in runs}
+        assert len(runs) == jobs, name
+        (tmp_path / f"{name}-artifacts").mkdir()
+        # by params: runs of one name may differ in a setting the name leaves out
+        contents[name] = {json.dumps(r.data.params, sort_keys=True):
+                          _content(client, r, tmp_path / f"{name}-artifacts") for r in runs}
     batched, basic = contents["batched"], contents["basic"]
     assert sorted(batched) == sorted(basic)
-    statuses = set()
-    for name in basic:
-        a, b = batched[name], basic[name]
+    for key in basic:
         for part in ("params", "tags", "metrics", "artifacts", "status"):
-            assert a[part] == b[part], (name, part)
-        statuses.add(b["tags"]["status"])
-        assert {"trace.npz", "starts.csv", "config.yaml", "diagnostics.npz"} <= set(a["artifacts"])
-    assert {"diverged", "max_steps"} <= statuses  # the group kept going past a diverged job
+            assert batched[key][part] == basic[key][part], (basic[key]["name"], part)
+    return basic
+
+
+def test_batched_and_basic_sweeps_log_identical_runs(sweeps, tmp_path):
+    basic = _same_runs(sweeps, tmp_path, 16)
+    files = {"trace.npz", "starts.csv", "config.yaml", "diagnostics.npz"}
+    assert all(files <= set(run["artifacts"]) for run in basic.values())
+    # the group kept going past a diverged job
+    assert {"diverged", "max_steps"} <= {run["tags"]["status"] for run in basic.values()}
 
 
 def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
@@ -130,23 +138,11 @@ def test_batched_and_basic_jobs_have_the_same_hydra_files(sweeps):
 
 def _same_runs_both_ways(tmp_path: Path, jobs: int, *args: str) -> dict:
     """The sweep through both launchers: one group of ``jobs``, and every run the same
-    (params, tags, metric histories, artifacts, status); the basic launcher's runs."""
+    (``_same_runs``); the basic launcher's runs."""
     done = _both_launchers(tmp_path, *args)
     assert re.findall(r"^group \d+/\d+: \d+ jobs", done["batched"][1], re.M) == [
         f"group 1/1: {jobs} jobs"]
-    contents = {}
-    for name, (outputs, _) in done.items():
-        client, runs = _runs(outputs)
-        (tmp_path / f"{name}-artifacts").mkdir()
-        # by params: runs of one name may differ in a setting the name leaves out
-        contents[name] = {json.dumps(r.data.params, sort_keys=True):
-                          _content(client, r, tmp_path / f"{name}-artifacts") for r in runs}
-    batched, basic = contents["batched"], contents["basic"]
-    assert sorted(batched) == sorted(basic) and len(basic) == jobs
-    for name in basic:
-        for part in ("params", "tags", "metrics", "artifacts", "status"):
-            assert batched[name][part] == basic[name][part], (name, part)
-    return basic
+    return _same_runs(done, tmp_path, jobs)
 
 
 def test_a_mini_batch_sweep_descends_together_and_logs_what_its_jobs_log_alone(tmp_path):
