@@ -348,7 +348,7 @@ class _Helpers:
 
 
 def run_group(jobs: Sequence[Job], label: str = "group 1/1",
-              out=sys.stdout) -> list[Union[Outcome, BaseException]]:
+              out=None) -> list[Union[Outcome, BaseException]]:
     """Descend the jobs of one group together; then files, tracking and a line per job.
 
     Every tracked job's run is created (RUNNING) before the descent and ended on its own:
@@ -356,6 +356,7 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
     run still open on Ctrl-C or SIGTERM. Should the batched descent itself raise, each job is
     descended alone, so that an error fails only the job that causes it.
     """
+    out = sys.stdout if out is None else out
     from threadpoolctl import threadpool_limits
 
     outcomes: list = [None] * len(jobs)

@@ -250,7 +250,8 @@ def _task(cfg) -> float:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         parent = callbacks.sweep_parent()
     try:
-        with processes.job_signals():
+        # a worker process of joblib or submitit did not come through main()
+        with processes.job_signals(), processes.reader_safe_output():
             metric = sweep_metric(cfg)
             # the overrides as typed: a `${...}` in one is text here, not an interpolation
             overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)
@@ -285,6 +286,8 @@ def _report_store_errors() -> None:
         def guarded():
             try:
                 return func()
+            except BrokenPipeError:  # Hydra would print its traceback
+                raise SystemExit(_reader_gone()) from None
             except Exception as e:  # noqa: BLE001 - anything not explained is re-raised
                 from .tracking import explain
 
@@ -387,6 +390,33 @@ COMMANDS = {"run": run, "reproduce": reproduce, "report": report, "ui": ui, "ser
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .processes import reader_safe_output
+
+    try:
+        with reader_safe_output():
+            return _dispatch(argv)
+    except BrokenPipeError:  # written past the safe streams
+        return _reader_gone()
+    except KeyboardInterrupt as e:
+        from .processes import exit_status
+
+        name = "SIGTERM" if exit_status(e) == 143 else "Ctrl-C"
+        print(f"gdexp: interrupted by {name}; every unfinished run ended KILLED",
+              file=sys.stderr, flush=True)
+        return exit_status(e)
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (`gdexp report | head -1`): stop quietly with a pipe
+    writer's status, the interpreter's last flush going nowhere instead of raising again (a
+    run still open ends as on any other error)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
+def _dispatch(argv: list) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
@@ -395,15 +425,7 @@ def main(argv=None) -> int:
         return complete(argv)
     if command not in COMMANDS:
         _fail(f"unknown subcommand {command!r}; available: {', '.join(COMMANDS)}")
-    try:
-        return COMMANDS[command](rest) or 0
-    except KeyboardInterrupt as e:
-        from .processes import exit_status
-
-        name = "SIGTERM" if exit_status(e) == 143 else "Ctrl-C"
-        print(f"gdexp: interrupted by {name}; every unfinished run ended KILLED",
-              file=sys.stderr, flush=True)
-        return exit_status(e)
+    return COMMANDS[command](rest) or 0
 
 
 if __name__ == "__main__":

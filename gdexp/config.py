@@ -390,8 +390,9 @@ def build_data(cfg: DictConfig, objective_name: str, objective_params: dict) -> 
     fitting = sorted(k for k, t in TASKS.items() if t in tasks)
     what = "a data set" if len(tasks) > 1 else f"a {tasks[0]} data set"
     if name not in DATASETS:
+        hint = "; choose one with data=NAME" if name == "none" else ""
         raise ConfigError(f"data.name: expected {what} for objective {objective_name!r} "
-                          f"({', '.join(fitting)}), got {_fmt(name)}")
+                          f"({', '.join(fitting)}), got {_fmt(name)}{hint}")
     if TASKS[name] not in tasks:
         if objective_name == "mlp":  # loss=cross_entropy on a regression set
             raise ConfigError(f"objective.loss: expected null or mse for regression data "

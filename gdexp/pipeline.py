@@ -547,8 +547,9 @@ def prepare(cfg: DictConfig, out_dir: Path, overrides: list[str],
     return job
 
 
-def skip(job: Job, out=sys.stdout) -> Optional[Outcome]:
+def skip(job: Job, out=None) -> Optional[Outcome]:
     """With tracking.skip_finished, the outcome of a FINISHED run of the same config; else None."""
+    out = sys.stdout if out is None else out
     if job.uri is None or not job.cfg.tracking.skip_finished:
         return None
     from . import tracking
@@ -664,9 +665,10 @@ def claim_lines(claim: dict) -> list[str]:
                      f"measured {r.measured:.4g}  ({r.statement})" for r in rows]
 
 
-def announce(job: Job, outcome: Outcome, out=sys.stdout) -> None:
+def announce(job: Job, outcome: Outcome, out=None) -> None:
     """The result lines of a run: its outcome, and its run id (on the same line for a
     sweep's job, whose sweep printed the link to its runs) or its links into the UI."""
+    out = sys.stdout if out is None else out
     text = describe(job.name, job.plan.objective, outcome.result)
     claim = [] if outcome.claim is None else claim_lines(outcome.claim)
     if claim and job.label:  # a sweep's job keeps one line: whether its claim held
@@ -692,7 +694,7 @@ def announce(job: Job, outcome: Outcome, out=sys.stdout) -> None:
 
 
 def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id: Optional[str] = None,
-            extra_tags: Optional[dict] = None, out=sys.stdout, job: Optional[str] = None) -> Outcome:
+            extra_tags: Optional[dict] = None, out=None, job: Optional[str] = None) -> Outcome:
     """Validate, descend, write and log one run. Config errors raise before any run exists.
 
     ``job`` (``job 2/4``) marks a sweep's job: its outcome and run id then share one line,
@@ -701,6 +703,7 @@ def execute(cfg: DictConfig, out_dir: Path, overrides: list[str], parent_run_id:
     BLAS runs single-threaded throughout: with several threads OpenBLAS may split a matrix
     product differently, and large batched runs would then not reproduce bit for bit.
     """
+    out = sys.stdout if out is None else out
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):

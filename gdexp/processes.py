@@ -175,6 +175,52 @@ def _handling(handler, active: bool = True) -> Iterator[None]:
             signal.signal(sig, before)
 
 
+class ReaderSafe:
+    """A text stream whose reader may go away (`gdexp run -m … | head -3`): from then on what
+    is written to it goes nowhere instead of raising, and the command finishes its runs (a
+    closed pager is no reason to fail an experiment). Everything else is the stream's own."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no file behind it: nothing to redirect
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)  # the buffered rest, and the interpreter's last flush, land here
+        os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def reader_safe_output() -> Iterator[None]:
+    """sys.stdout and sys.stderr as ReaderSafe streams for the duration."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if isinstance(s, ReaderSafe) else ReaderSafe(s)
+                              for s in streams)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
 def is_launcher() -> bool:
     """Whether this process is the `gdexp run` that launched the sweep (or the single run),
     as opposed to a worker process running some of its jobs."""

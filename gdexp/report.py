@@ -203,6 +203,13 @@ def _find_run(client, run_id: str, uri: str):
     found = []
     if RUN_ID.match(run_id) and experiments:
         found = _search(client, experiments, f"attributes.run_id = '{run_id}'")
+        if not found:  # the first characters of an id, as result lines print them
+            try:
+                run = tracking.get_run(client, run_id)
+            except ConfigError as e:
+                raise ReportError(str(e).replace("RUN_ID:", "--sweep:", 1)) from None
+            found = ([RunRecord.from_run(run)] if run is not None
+                     and run.info.experiment_id in experiments else [])
     if not found:
         latest = []
         if experiments:
@@ -221,6 +228,7 @@ def select(client, uri: str, experiment: Optional[str], sweep: Optional[str]) ->
         if experiment is not None and exp.name != experiment:
             raise ReportError(f"--sweep: run {sweep!r} belongs to experiment {exp.name!r}, "
                               f"not {experiment!r}")
+        sweep = parent.run_id  # the full id when a prefix was given
         runs = _children(client, exp.experiment_id, sweep, parent.tags)
         if not runs:
             raise ReportError(f"--sweep: run {sweep!r} has no child runs (a sweep run carries "
@@ -736,7 +744,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def report(args, out=sys.stdout) -> Path:
+def report(args, out=None) -> Path:
+    out = sys.stdout if out is None else out
     uri, client = open_store(args.uri)
     sel = select(client, uri, args.experiment, args.sweep)
     sel.runs, repeats = one_per_config(sel.runs)

@@ -342,7 +342,7 @@ BAD = [
      r"diabetes, digits, iris, linear, moons, wine\), got 'nope'$"),
     (["objective=least_squares"],
      r"^data\.name: expected a regression data set for objective 'least_squares' "
-     r"\(chebyshev, diabetes, linear\), got 'none'$"),
+     r"\(chebyshev, diabetes, linear\), got 'none'; choose one with data=NAME$"),
     (["data=diabetes"],
      r"^data\.name: expected none \(objective 'quadratic' takes no data\), got 'diabetes'$"),
     (["objective=logistic", "data=diabetes"],

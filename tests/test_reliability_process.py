@@ -311,3 +311,20 @@ def test_a_bad_sweep_value_stops_the_sweep_before_anything_runs(outputs, args, m
     assert proc.stderr.strip().splitlines() == [f"gdexp: error: {message}"]
     assert "job 1" not in proc.stdout
     assert runs(outputs) == []  # no sweep run, no job run
+
+
+@pytest.mark.parametrize("launcher", ["batched", "joblib"])
+def test_a_reader_that_goes_away_fails_nothing(outputs, launcher):
+    # `gdexp run -m … | head -1`: the sweep's later lines have no reader; it still finishes
+    # every run, quietly (a job of joblib prints in a worker process)
+    proc = subprocess.Popen([sys.executable, "-m", "gdexp", "run", "-m",
+                             f"hydra/launcher={launcher}", "optimizer.lr=0.1,0.2,0.3",
+                             "stop.max_steps=20", "tracking.plots=false"],
+                            env={**os.environ, "GDEXP_OUTPUTS": str(outputs)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("sweep ")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=240) == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err, err
+    assert [status for name, status in runs(outputs)] == ["FINISHED"] * 4

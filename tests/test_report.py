@@ -186,6 +186,14 @@ def test_sweep_by_id_into_a_chosen_folder(store, tmp_path):
     assert {p.name for p in (tmp_path / "rep").iterdir()} == REPORT_FILES
 
 
+def test_sweep_by_the_id_prefix_a_result_line_prints(store, tmp_path):
+    proc = gdexp_report("--sweep", store.parent[:8], "--out", str(tmp_path / "rep"),
+                        outputs=store.outputs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"sweep {store.parent} " in proc.stdout
+    assert {r["run_id"] for r in read_csv(tmp_path / "rep" / "runs.csv")} == store.children
+
+
 def test_experiment_report_covers_every_run_but_the_sweep_run(store, tmp_path):
     before = {a.path for a in store.client.list_artifacts(store.parent, "report")}
     proc = gdexp_report("gdexp", "--out", str(tmp_path / "exp"), outputs=store.outputs)
