@@ -311,11 +311,13 @@ def learning_curves(trace, path, f_min=None, title=None) -> Path:
         v = _median_columns(values)
         if f_min is not None and label != "test loss":
             v = _gap(v, f_min)
+        elif f_min is not None:  # f* is the training loss's minimum: no gap to the held-out
+            label = "test loss (itself, not − f*)"  # loss, which may lie below it
         shown.append(v)
         ax_f.plot(steps, v, lw=1.0 if alpha < 1 else 1.6, alpha=alpha, label=label,
                   color=LEARNING_COLORS[label.split()[0]])
     _log_or_symlog(ax_f, np.concatenate(shown)[:, None])
-    ax_f.set_ylabel("loss" if f_min is None else f"loss − f*\n(f* = {f_min:.6g})")
+    ax_f.set_ylabel("loss" if f_min is None else f"training loss − f*\n(f* = {f_min:.6g})")
     if accuracy:
         for k in accuracy:
             which = "test" if k == "test_accuracy" else "training"

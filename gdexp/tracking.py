@@ -44,6 +44,9 @@ atexit.register(gc.freeze)
 # MLflow 3 sends usage telemetry from a background thread (a DNS lookup and a request per
 # run). Off unless the user asked for it; set before mlflow is imported (workers inherit it).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Through a tracking server, MLflow prints "View run … at: <url>" and "View experiment at"
+# as each run ends: gdexp's own result lines already link every run, one line per job.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 # How long a process waits for another one creating or migrating the same sqlite store.
 LOCK_TIMEOUT = 300.0

@@ -326,6 +326,19 @@ def test_learning_curves_share_one_legend_below(drawn, tmp_path):
     assert colour["test loss"] == colour["test accuracy"] != colour["training loss"]
 
 
+def test_learning_curves_with_f_star_shift_the_training_loss_only(drawn, tmp_path):
+    # f* is the training loss's minimum: the held-out loss is drawn as it is, and says so
+    from types import SimpleNamespace
+    steps = np.arange(0, 50, 5)
+    loss, test = 0.5 + np.exp(-steps / 10.0), 0.4 + np.exp(-steps / 12.0)  # test below f*
+    trace = SimpleNamespace(steps=steps, loss=loss, batch_loss=None, eval_steps=steps,
+                            evals={"test_loss": test})
+    plots.learning_curves(trace, tmp_path / "learning.png", f_min=0.5)
+    (_, train_y, train_label), (_, test_y, test_label) = drawn["learning.png"].lines[0]
+    assert train_label == "training loss" and np.allclose(train_y, loss - 0.5)
+    assert test_label == "test loss (itself, not − f*)" and np.array_equal(test_y, test)
+
+
 def test_diverged_points_sit_above_the_others(drawn, tmp_path):
     x, y = [1, 2, 4, 8], [1e-3, 2e-3, 1e-2, 1e300]
     assert_png(plots.points(x, y, ["a"] * 4, tmp_path / "p.png", "batch", "f",

@@ -246,8 +246,11 @@ def test_server_takes_a_run_with_artifacts_and_stops_on_sigterm(outputs, tmp_pat
         print(f"server answered after {time.monotonic() - began:.1f} s")
         assert f"tracking.uri={uri}" in server.output()
 
-        run_cli("run", "tracking=server", f"tracking.uri={uri}", "optimizer.lr=0.1",
-                "tracking.plots=false", outputs=outputs, check=True)
+        proc = run_cli("run", "tracking=server", f"tracking.uri={uri}", "optimizer.lr=0.1",
+                       "tracking.plots=false", outputs=outputs, check=True)
+        # gdexp's result lines link the run; MLflow's own "View run … at:" lines stay out
+        assert "View run" not in proc.stdout and "View experiment" not in proc.stdout
+        assert f"  run:  {uri}/#/experiments/" in proc.stdout
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name("gdexp")
         (run,) = client.search_runs([exp.experiment_id])
