@@ -352,8 +352,19 @@ def final_spread(final_loss, path, test_accuracy=None, title=None) -> Path:
     ax.set_ylabel("starts")
     if test_accuracy is not None:
         acc = np.asarray(test_accuracy, dtype=float)
-        axes[1].hist(acc[np.isfinite(acc)], bins=20, color="tab:green")
-        axes[1].set_xlabel("final test accuracy")
+        acc = acc[np.isfinite(acc)]
+        if acc.size:
+            # within [0, 1]: starts that all end at one accuracy get a bin around it
+            # (matplotlib would span value ± 0.5)
+            low, high = float(acc.min()), float(acc.max())
+            if high - low < 0.01:
+                mid = min(max((low + high) / 2, 0.005), 0.995)
+                low, high = mid - 0.005, mid + 0.005
+            axes[1].hist(acc, bins=20, range=(low, high), color="tab:green")
+            axes[1].set_xlim(low, high)
+        axes[1].set_xlabel(f"final test accuracy (min {acc.min():.3g}, median "
+                           f"{np.median(acc):.3g}, max {acc.max():.3g})" if acc.size else
+                           "final test accuracy (none finite)")
         axes[1].set_ylabel("starts")
     if title is not None:
         ax.set_title(title)
@@ -451,7 +462,7 @@ def sharpness_curves(steps, sharpness, threshold, loss_steps, loss, path, labels
     finite = lam[np.isfinite(lam) & (lam > 0)]
     if finite.size and finite.max() > top:
         ax_s.set_ylim(min(finite.min(), np.nanmin(thr)) / 1.5, top)
-    ax_s.set_ylabel("sharpness λmax  (--: threshold)")
+    ax_s.set_ylabel("sharpness λmax\n(--: threshold)")
     _plot_columns(ax_f, loss_steps, loss, None)
     _log_or_symlog(ax_f, loss)
     ax_f.set_ylabel("f")

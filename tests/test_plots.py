@@ -187,6 +187,7 @@ class Drawn:
         self.axes_legends = [ax.get_legend() for ax in fig.axes]
         self.legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
         self.labels = [ax.get_xlabel() for ax in fig.axes]
+        self.xlim = [ax.get_xlim() for ax in fig.axes]
 
 
 @pytest.fixture
@@ -337,6 +338,17 @@ def test_learning_curves_with_f_star_shift_the_training_loss_only(drawn, tmp_pat
     (_, train_y, train_label), (_, test_y, test_label) = drawn["learning.png"].lines[0]
     assert train_label == "training loss" and np.allclose(train_y, loss - 0.5)
     assert test_label == "test loss (itself, not − f*)" and np.array_equal(test_y, test)
+
+
+@pytest.mark.parametrize("accuracy", [1.0, 0.0, 0.5])
+def test_an_accuracy_every_start_shares_stays_within_0_and_1(drawn, tmp_path, accuracy):
+    plots.final_spread(np.geomspace(1e-3, 2e-3, 50), tmp_path / "spread.png",
+                       test_accuracy=np.full(50, accuracy))
+    fig = drawn["spread.png"]
+    low, high = fig.xlim[1]
+    assert 0.0 <= low < accuracy <= high <= 1.0 or 0.0 <= low <= accuracy < high <= 1.0
+    assert high - low < 0.05, (low, high)  # around the value, not value ± 0.5
+    assert f"max {accuracy:.3g})" in fig.labels[1]
 
 
 def test_diverged_points_sit_above_the_others(drawn, tmp_path):
