@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -661,8 +662,12 @@ def _legend(fig, *axes, ncols: int = 3, fontsize: float = 8) -> None:
         h, n = ax.get_legend_handles_labels()
         handles, names = handles + h, names + n
     if handles:
-        # no wider than the figure: long labels (several varying params) take fewer columns
-        fit = max(1, LEGEND_CHARS * 8 // (fontsize * (max(map(len, names)) + 6)))
+        # no wider than the figure: long labels (several varying params) take fewer columns,
+        # and one too long for a single column goes on lines of its own
+        across = int(LEGEND_CHARS * 8 // fontsize) - 6
+        names = [textwrap.fill(n, across, break_on_hyphens=False) for n in names]
+        widest = max(len(line) for n in names for line in n.split("\n"))
+        fit = max(1, LEGEND_CHARS * 8 // (fontsize * (widest + 6)))
         ncols = min(len(names), ncols, fit)
         fig.legend(handles, names, loc="outside lower center", ncols=ncols,
                    fontsize=fontsize)

@@ -502,8 +502,10 @@ def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
             columns.append(formatting.distinct(numbers))  # short, yet never two as one
         else:
             columns.append([_fmt_param(v) for v in values])
-    return [", ".join(f"{short[k]}={column[i]}" for k, column in zip(keys, columns))
-            for i in range(len(runs))]
+    # a param a run does not have (eps of an optimizer without one) is left out of its label
+    return [", ".join(f"{short[k]}={column[i]}" for k, column in zip(keys, columns)
+                      if k in r.params) or r.name
+            for i, r in enumerate(runs)]
 
 
 def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -351,6 +351,16 @@ def test_an_accuracy_every_start_shares_stays_within_0_and_1(drawn, tmp_path, ac
     assert f"max {accuracy:.3g})" in fig.labels[1]
 
 
+def test_a_label_longer_than_the_figure_is_wrapped_in_the_legend(drawn, tmp_path):
+    steps = np.arange(20)
+    loss = np.exp(-steps[:, None] / np.array([5.0, 10.0]))
+    long = ", ".join(f"setting_{i}=value_{i}" for i in range(8))  # 151 characters
+    plots.curves(steps, loss, loss, tmp_path / "curves.png", labels=[long, "gd"])
+    first, second = drawn["curves.png"].legend
+    assert first.replace("\n", " ") == long and "\n" in first and second == "gd"
+    assert max(map(len, first.split("\n"))) <= plots.LEGEND_CHARS - 6
+
+
 def test_diverged_points_sit_above_the_others(drawn, tmp_path):
     x, y = [1, 2, 4, 8], [1e-3, 2e-3, 1e-2, 1e300]
     assert_png(plots.points(x, y, ["a"] * 4, tmp_path / "p.png", "batch", "f",

@@ -298,6 +298,11 @@ def test_labels_name_only_what_varies():
     assert run_labels(runs, ["optimizer.lr", "optimizer.name"]) == [
         "lr=0.01, optimizer=gd", "lr=0.1818, optimizer=gd", "lr=0.195, optimizer=gd",
         "lr=0.1951, optimizer=gd"]
+    # a param one run does not have (adam's eps beside gd) is left out of its label
+    runs = [record("a", **{"optimizer.name": "gd"}),
+            record("b", **{"optimizer.name": "adam", "optimizer.eps": "1e-08"})]
+    assert run_labels(runs, ["optimizer.eps", "optimizer.name"]) == [
+        "optimizer=gd", "eps=1e-08, optimizer=adam"]
 
 
 def test_the_report_figures_keep_the_diverged_run_off_the_axes(store, report_here,
