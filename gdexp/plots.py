@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from matplotlib import colormaps
@@ -108,11 +109,13 @@ def contour_paths(objective: Objective, paths, path, labels=None, title=None, st
 
 
 def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
-           stops=None, diverged=None, values=None, value_label="learning rate") -> Path:
+           stops=None, diverged=None, values=None, value_label="learning rate",
+           max_legend: int = MAX_LEGEND) -> Path:
     """Loss (or f − f_min) and gradient norm against step, one line per column, log y.
 
     ``values`` (one number per column, e.g. its learning rate) colours the lines on a colour
-    scale with a colour bar instead of a legend, for scans with too many lines for one.
+    scale with a colour bar instead of a legend, for scans with too many lines for one; a
+    legend names at most ``max_legend`` lines.
 
     ``stops`` (optional, one step per column, e.g. ``result.steps``) ends each line where its
     start stopped; otherwise a stopped start's frozen values run on as a flat tail.
@@ -136,14 +139,14 @@ def curves(steps, loss, grad_norm, path, labels=None, f_min=None, title=None,
     fig, (ax_f, ax_g) = _figure(2, sharex=True)
     for ax, column_values, these in ((ax_f, loss, labels), (ax_g, grad_norm, None)):
         _plot_columns(ax, steps, column_values, these, diverged, yscale=_log_or_symlog,
-                      colors=colors)
+                      colors=colors, many=loss.shape[1] > max_legend)
     ax_f.set_ylabel(_loss_label("f", f_min))
     ax_g.set_ylabel("‖∇f‖")
     ax_g.set_xlabel("step")
     if scale is not None:
         fig.colorbar(scale, ax=[ax_f, ax_g], location="bottom", pad=0.02, shrink=0.8,
                      aspect=40, label=value_label + " of the line")
-    return _finish(fig, ax_f, path, labels, loss.shape[1], title)
+    return _finish(fig, ax_f, path, labels, loss.shape[1], title, max_legend)
 
 
 def _runs_away(values) -> np.ndarray:
@@ -547,9 +550,9 @@ def _figure(nrows=1, sharex=False):
     return fig, axes
 
 
-def _finish(fig, ax, path, labels, n_lines: int, title) -> Path:
+def _finish(fig, ax, path, labels, n_lines: int, title, max_legend: int = MAX_LEGEND) -> Path:
     """Legend below the axes (when the labelled lines are few enough to read), title, save."""
-    if n_lines > MAX_LEGEND:
+    if n_lines > max_legend:
         for line in ax.get_lines():  # the × marks keep their entry
             if line.get_label() != "diverged":
                 line.set_label("_nolegend_")
@@ -662,6 +665,8 @@ def _legend(fig, *axes, ncols: int = 3, fontsize: float = 8) -> None:
         h, n = ax.get_legend_handles_labels()
         handles, names = handles + h, names + n
     if handles:
+        if len(handles) > MAX_LEGEND:  # a report's legend of up to 16 runs: smaller, in columns
+            fontsize = min(fontsize, 7)
         # no wider than the figure: long labels (several varying params) take fewer columns,
         # and one too long for a single column goes on lines of its own
         across = int(LEGEND_CHARS * 8 // fontsize) - 6
@@ -742,8 +747,10 @@ def _colors(n: int) -> list:
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
-def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None, colors=None) -> None:
-    """One line per column, each cut after its last finite value; thin lines when many;
+def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None, colors=None,
+                  many: Optional[bool] = None) -> None:
+    """One line per column, each cut after its last finite value; thin lines when ``many``
+    (default: more than a legend names);
     ``colors`` one per column (default: a palette over the columns).
 
     The y scale (``yscale(ax, values)``, if given) and limits come from the columns not in
@@ -754,7 +761,7 @@ def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None, colors=
     diverged = np.zeros(n, bool) if diverged is None else np.asarray(diverged, dtype=bool)
     if diverged.all():  # nothing else to scale by
         diverged = np.zeros(n, bool)
-    many = n > MAX_LEGEND
+    many = n > MAX_LEGEND if many is None else many
     lines = []
     for j, color in enumerate(_colors(n) if colors is None else colors):
         y = values[:, j]

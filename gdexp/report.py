@@ -476,6 +476,11 @@ def short_names(keys: list[str]) -> dict[str, str]:
     return out
 
 
+# A report's loss figure names up to this many runs in its legend when they differ in more
+# than their rate (a colour scale by rate would hide, e.g., the batch sizes of an SGD sweep).
+REPORT_LEGEND = 16
+
+
 def _lr_values(runs: list[RunRecord], keys: list[str]) -> Optional[list[float]]:
     """Each run's learning rate, to colour its line by, when the rate varies and there are
     more runs than a legend holds (runs that differ in other params too, e.g. their seeds,
@@ -483,6 +488,9 @@ def _lr_values(runs: list[RunRecord], keys: list[str]) -> Optional[list[float]]:
     from .plots import MAX_LEGEND
 
     if "optimizer.lr" not in keys or len(runs) <= MAX_LEGEND:
+        return None
+    others = [k for k in keys if k != "optimizer.lr" and k not in REPEAT_KEYS]
+    if others and len(runs) <= REPORT_LEGEND:
         return None
     rates = [_number(r.params.get("optimizer.lr", "")) for r in runs]
     return None if any(v is None for v in rates) else [float(v) for v in rates]
@@ -618,7 +626,8 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
                                     labels=run_labels(group, varying),
                                     f_min=f_min(group), title=f"{sel.title}: loss per run{what}",
                                     diverged=[r.status == "diverged" for r in group],
-                                    values=_lr_values(group, varying)))
+                                    values=_lr_values(group, varying),
+                                    max_legend=REPORT_LEGEND))
         # the first-order Taylor check, where the diagnostics logged it
         taylor = metric_curves(client, group, ("taylor_ratio",))
         if taylor is not None and np.isfinite(taylor[1][0]).any():

@@ -299,6 +299,12 @@ def test_a_report_colours_many_runs_by_rate_and_names_a_few():
     # seeds too: each line in its rate's colour
     assert _lr_values(runs(11), ["optimizer.lr", "seed"]) == [0.01 * (i + 1) for i in range(11)]
     assert _lr_values(runs(11, **{"seed": "1"}), ["seed"]) is None  # the rate does not vary
+    # other settings vary too (an SGD sweep's batch sizes): a legend names up to 16 runs,
+    # more get the colour scale
+    keys = ["data.batch_size", "optimizer.lr"]
+    assert _lr_values(runs(12, **{"data.batch_size": "4"}), keys) is None
+    assert _lr_values(runs(17, **{"data.batch_size": "4"}), keys) == [
+        0.01 * (i + 1) for i in range(17)]
 
 
 def test_distinct_keeps_different_numbers_apart():
