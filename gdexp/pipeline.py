@@ -200,7 +200,11 @@ def objective_label(cfg: DictConfig) -> str:
 
 def reproduction_name(name: str, source: str) -> str:
     """A reproduced run's name: the original's, marked, with the source it was rebuilt from."""
-    short = Path(source).name if ("/" in source or "\\" in source) else source[:8]
+    if "/" in source or "\\" in source:  # a run folder: its name, and its sweep's for a job
+        folder = Path(source)
+        short = f"{folder.parent.name}-{folder.name}" if folder.name.isdigit() else folder.name
+    else:
+        short = source[:8]
     return f"{name}-repro-{short}"
 
 

@@ -88,6 +88,11 @@ def test_run_names_say_what_sets_a_run_apart():
         "objective=least_squares", "data=diabetes", "data.batch_size=32")
     assert pipeline.reproduction_name("quadratic-gd-lr0.1-s0", "0123456789abcdef" * 2) == \
         "quadratic-gd-lr0.1-s0-repro-01234567"
+    # from a folder: a run's, or a sweep's job (numbered within its sweep's folder)
+    assert pipeline.reproduction_name("q", "/o/runs/2026-12-04/02-34-39-044177") == \
+        "q-repro-02-34-39-044177"
+    assert pipeline.reproduction_name("q", "/o/sweeps/2026-12-04/02-15-01-175044/4") == \
+        "q-repro-02-15-01-175044-4"
 
 
 def test_a_sweep_prints_one_line_per_job_and_a_rate_axis_one_line_per_rate(outputs):
