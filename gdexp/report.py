@@ -264,6 +264,9 @@ def select(client, uri: str, experiment: Optional[str], sweep: Optional[str]) ->
 MISSING = None
 
 
+NULL = ("", "None", "null")  # how a param of no value reads back from the store
+
+
 def _number(value) -> Optional[float]:
     try:
         x = float(value)
@@ -291,15 +294,16 @@ def varying_keys(runs: list[RunRecord]) -> list[str]:
 
 
 def sort_runs(runs: list[RunRecord], keys: list[str]) -> list[RunRecord]:
-    """Sorted by each key in turn: numerically when every present value is a number."""
-    numeric = {k: all(_number(r.params[k]) is not None for r in runs if k in r.params)
-               for k in keys}
+    """Sorted by each key in turn: numerically when every present value is a number (a null,
+    e.g. the full batch's ``data.batch_size``, after the numbers)."""
+    numeric = {k: all(_number(r.params[k]) is not None for r in runs
+                      if r.params.get(k, NULL[0]) not in NULL) for k in keys}
 
     def key(r: RunRecord):
         out = []
         for k in keys:
             v = r.params.get(k, MISSING)
-            if v is MISSING:
+            if v is MISSING or v in NULL:
                 out.append((1, 0.0, ""))
             elif numeric[k]:
                 out.append((0, _number(v), ""))
@@ -349,8 +353,8 @@ def build_table(runs: list[RunRecord], keys: list[str]) -> Table:
                      + [results[0], results[1] or "-", _fmt_number(results[2]),
                         _fmt_number(results[3]), results[4] or "-"]
                      + [_fmt_number(v) for v in runtimes] + [r.run_id[:8]])
-    numeric = [all(_is_number(row[i]) for row in raw if row[i] != "")
-               and any(row[i] != "" for row in raw) for i in range(len(columns))]
+    numeric = [all(_is_number(row[i]) for row in raw if row[i] not in NULL)
+               and any(row[i] not in NULL for row in raw) for i in range(len(columns))]
     numeric[-1] = False
     return Table(columns, raw, shown, numeric)
 

@@ -285,6 +285,16 @@ def test_varying_params_lead_and_sort_numerically():
     assert text[2].index("0.001") + 5 == text[1].index("  ")  # numbers right-aligned
 
 
+def test_a_null_sorts_after_the_numbers_of_its_column():
+    # data.batch_size: 32, 4 and the full batch (null)
+    runs = [record(n, **{"data.batch_size": v}) for n, v in (("a", "32"), ("b", "null"),
+                                                             ("c", "4"))]
+    ordered = sort_runs(runs, ["data.batch_size"])
+    assert [r.run_id for r in ordered] == ["c", "a", "b"]
+    table = build_table(ordered, ["data.batch_size"])
+    assert table.numeric[0]  # right-aligned like the numbers it holds
+
+
 def test_labels_name_only_what_varies():
     assert short_names(["optimizer.lr", "optimizer.name", "objective.name", "a.dim", "b.dim"]) \
         == {"optimizer.lr": "lr", "optimizer.name": "optimizer", "objective.name": "objective",
