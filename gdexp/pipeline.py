@@ -332,7 +332,7 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
             drawn()
         partial.mkdir(parents=True, exist_ok=True)
         _write_artifacts(partial, cfg, overrides, plan, result, diag, plots and drawn is None)
-        partial.rename(art)
+        _replace(partial, art)
     except BaseException as e:
         shutil.rmtree(partial, ignore_errors=True)
         if isinstance(e, OSError) and e.filename is None:
@@ -344,6 +344,26 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
 def partial_plots(out_dir: Path) -> Path:
     """Where a run's figures are drawn before its artifacts folder is complete."""
     return Path(out_dir) / "artifacts.partial" / "plots"
+
+
+def clear_partial(out_dir: Path) -> None:
+    """Remove what an earlier run in this folder left half-written (killed while writing its
+    artifacts): none of it may pass for this run's."""
+    shutil.rmtree(partial_plots(out_dir).parent, ignore_errors=True)
+
+
+def _replace(partial: Path, art: Path) -> None:
+    """``partial`` becomes ``art``. A folder that held a run before (the same hydra.run.dir or
+    hydra.sweep.dir again) has its old artifacts replaced: the store keeps that run's own
+    copies (hard links or uploads), so only this folder's names for them go."""
+    if not art.exists():
+        partial.rename(art)
+        return
+    old = art.with_name("artifacts.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    art.rename(old)
+    partial.rename(art)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_artifacts(art: Path, cfg: DictConfig, overrides: list[str], plan: config.Plan,
@@ -520,6 +540,7 @@ def prepare(cfg: DictConfig, out_dir: Path, overrides: list[str],
     plan = config.build(cfg)
     config.check_tracking(cfg)
     resolved = config.resolved(cfg)
+    clear_partial(out_dir)
     name = run_name(cfg, plan)
     if extra_tags and "reproduced_from" in extra_tags:
         name = reproduction_name(name, str(extra_tags["reproduced_from"]))

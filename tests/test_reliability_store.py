@@ -360,3 +360,35 @@ def test_ui_and_server_on_every_interface_warn_on_stderr(outputs, tmp_path, comm
     quiet = run_cli(command, "--port", "5987", flag, sqlite_uri(notes), outputs=outputs,
                     timeout=60)
     assert "warning" not in quiet.stderr and quiet.returncode == 2
+
+
+def test_a_folder_used_again_holds_the_new_run_and_the_store_keeps_the_old(outputs, tmp_path):
+    from mlflow import MlflowClient
+    import numpy as np
+
+    single, sweep = tmp_path / "single", tmp_path / "sweep"
+    for steps in (10, 20):  # the same hydra.run.dir twice
+        run_cli("run", f"hydra.run.dir={single}", f"stop.max_steps={steps}",
+                "tracking.plots=false", outputs=outputs, check=True)
+    (sweep / "0" / "artifacts.partial").mkdir(parents=True)  # left by a killed run
+    (sweep / "0" / "artifacts.partial" / "stale.txt").write_text("not this run's")
+    for rates in ("0.01,0.1", "0.03,0.3"):  # the same hydra.sweep.dir twice
+        run_cli("run", "-m", f"optimizer.lr={rates}", f"hydra.sweep.dir={sweep}",
+                "tracking.plots=false", outputs=outputs, check=True)
+    for folder in (single, sweep / "0", sweep / "1"):
+        assert sorted(p.name for p in folder.glob("artifacts*")) == ["artifacts"]
+    assert not (sweep / "0" / "artifacts" / "stale.txt").exists()
+    assert "optimizer.lr=0.03" in (sweep / "0" / "artifacts" / "overrides.yaml").read_text()
+    with np.load(single / "artifacts" / "trace.npz") as trace:
+        assert trace["steps"][-1] == 20
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 2 + 2 * 3
+    for r in runs:  # each run's own artifacts, the replaced ones included
+        if r.data.tags.get("gdexp.sweep") == "true":
+            continue
+        local = client.download_artifacts(r.info.run_id, "trace.npz", str(tmp_path / r.info.run_id))
+        with np.load(local) as trace:
+            last, lrs = int(trace["steps"][-1]), trace["lr"]
+        budget, lr = int(r.data.params["stop.max_steps"]), float(r.data.params["optimizer.lr"])
+        assert np.all(lrs == lr) and (last == budget if budget < 1000 else last <= budget)
