@@ -63,13 +63,20 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from . import config as gconfig, processes
 
-        self.total_jobs = count_jobs(config)
+        try:
+            self.total_jobs = count_jobs(config)
+        except gconfig.ConfigError as e:
+            raise SweepError(str(e)) from None
         _launch.clear()
         _launch.update(total_jobs=self.total_jobs)
+        if self.total_jobs == 0:
+            raise SweepError("the sweep has no jobs: a sweep override expands to no values "
+                             "(e.g. range(0))")
         try:
             gconfig.check_keys(config)
             if config.tracking.enabled:
                 gconfig.check_tracking(config)
+            check_launcher(config.hydra.launcher)
         except gconfig.ConfigError as e:
             raise SweepError(str(e)) from None
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
@@ -99,6 +106,25 @@ class SweepCallback(Callback):
                 log_best(Path(config.hydra.sweep.dir))
         finally:
             close_sweep("FINISHED")
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """The launcher settings its own code would take and then fail on once the sweep run
+    exists (joblib's n_jobs of 0) or misuse without a word (a group cap of 0)."""
+    from .config import ConfigError
+
+    target = str(OmegaConf.select(launcher, "_target_", default=""))
+    if target.endswith(".BatchedLauncher"):
+        rules = {key: ("an integer >= 1", lambda v: v >= 1)
+                 for key in ("max_group_jobs", "max_group_mb")}
+    elif target.endswith(".JoblibLauncher"):
+        rules = {"n_jobs": ("a non-zero integer (-1: every core)", lambda v: v != 0)}
+    else:
+        return
+    for key, (allowed, ok) in rules.items():
+        value = OmegaConf.select(launcher, key, default=None)
+        if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
+            raise ConfigError(f"hydra.launcher.{key}: expected {allowed}, got {value!r}")
 
 
 def _claim_folder(sweep_dir: Path) -> None:
@@ -177,6 +203,8 @@ def _short_target(node: Any) -> str:
 def count_jobs(config: DictConfig) -> Optional[int]:
     """How many jobs this multirun launches, when that is known up front: the cartesian product
     of the sweep overrides (basic sweeper), or n_trials (optuna); None otherwise."""
+    from . import config as gconfig
+
     sweeper = config.hydra.sweeper
     target = str(OmegaConf.select(sweeper, "_target_", default=""))
     try:
@@ -197,6 +225,8 @@ def count_jobs(config: DictConfig) -> Optional[int]:
                 if sizes:
                     n_trials = min(n_trials, math.prod(sizes.values()))
             return n_trials
+    except gconfig.ConfigError:
+        raise
     except Exception:  # an odd override: the sweeper itself will report it; no count then
         return None
     return None
@@ -216,7 +246,12 @@ def _sweep_sizes(lines: list[str]) -> Optional[dict[str, int]]:
         if not override.is_sweep_override():
             sizes[key] = 1
         elif override.is_discrete_sweep():
-            sizes[key] = sum(1 for _ in override.sweep_string_iterator())
+            try:
+                sizes[key] = sum(1 for _ in override.sweep_string_iterator())
+            except ValueError as e:  # range(0,3,0): Python's range refuses it, mid-sweep
+                from .config import ConfigError
+
+                raise ConfigError(f"{key}: {e}, got {override.input_line!r}") from None
         else:
             return None
     return sizes

@@ -304,7 +304,14 @@ def test_a_sweep_folder_in_use_by_a_live_sweep_is_refused(outputs, tmp_path):
      "objective: expected one of " + ", ".join(sorted(
          p.stem for p in (Path(__file__).parents[1] / "conf" / "objective").glob("*.yaml")))
      + ", got 'nosuch'"),
-], ids=["lr", "x0", "group"])
+    (("seed=range(0,3,0)",), "seed: range() arg 3 must not be zero, got 'seed=range(0,3,0)'"),
+    (("optimizer.lr=range(0)",),
+     "the sweep has no jobs: a sweep override expands to no values (e.g. range(0))"),
+    (("optimizer.lr=0.1,0.2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"),
+     "hydra.launcher.n_jobs: expected a non-zero integer (-1: every core), got 0"),
+    (("optimizer.lr=0.1,0.2", "hydra.launcher.max_group_jobs=0"),
+     "hydra.launcher.max_group_jobs: expected an integer >= 1, got 0"),
+], ids=["lr", "x0", "group", "range-step", "no-jobs", "n_jobs", "group-cap"])
 def test_a_bad_sweep_value_stops_the_sweep_before_anything_runs(outputs, args, message):
     proc = run_cli("run", "-m", *args, "stop.max_steps=5", outputs=outputs)
     assert proc.returncode == 2, proc.stderr
