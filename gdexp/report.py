@@ -187,8 +187,9 @@ def one_per_config(runs: list[RunRecord]) -> tuple[list[RunRecord], int]:
     once. Returns the runs kept and how many were left out."""
     best: dict[str, RunRecord] = {}
     for r in runs:
-        key = json.dumps({k: v for k, v in r.params.items()
-                          if not k.startswith(IGNORED_PREFIXES)}, sort_keys=True)
+        params = {k: v for k, v in r.params.items() if not k.startswith(IGNORED_PREFIXES)}
+        # a run still descending has logged no params yet: no config to share with another
+        key = json.dumps(params, sort_keys=True) if params else r.run_id
         old = best.get(key)
         rank = (r.state == "FINISHED", r.start_time)
         if old is None or rank > (old.state == "FINISHED", old.start_time):

@@ -285,6 +285,17 @@ def test_varying_params_lead_and_sort_numerically():
     assert text[2].index("0.001") + 5 == text[1].index("  ")  # numbers right-aligned
 
 
+def test_runs_still_descending_are_not_taken_for_repeats():
+    from gdexp.report import one_per_config
+
+    # a sweep's running jobs have logged no params yet: each stays, none "left out"
+    running = [RunRecord(f"r{i}", f"r{i}", "RUNNING", params={}) for i in range(3)]
+    done = [record("a", **{"optimizer.lr": "0.1"}), record("b", **{"optimizer.lr": "0.1"})]
+    kept, left_out = one_per_config(running + done)
+    assert [r.run_id for r in kept][:3] == ["r0", "r1", "r2"] and len(kept) == 4
+    assert left_out == 1  # one of the two finished runs of one config
+
+
 def test_a_null_sorts_after_the_numbers_of_its_column():
     # data.batch_size: 32, 4 and the full batch (null)
     runs = [record(n, **{"data.batch_size": v}) for n, v in (("a", "32"), ("b", "null"),
