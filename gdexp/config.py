@@ -125,6 +125,9 @@ def number(cfg: DictConfig, key: str, *, minimum=None, strict=False, integer=Fal
     if ok and minimum is not None:
         ok = value > minimum if strict else value >= minimum
     if not ok:
+        if (not allow_inf and not integer and isinstance(value, float)
+                and not math.isfinite(value)):
+            kind = "a finite number"  # inf is > 0, but no rate or tolerance
         raise ConfigError(f"{full}: expected {kind}{rule}, got {_fmt(value)}")
     return int(value) if integer else float(value)
 

@@ -385,6 +385,10 @@ def _ui(argv: list[str]) -> int:
                         "missing)")
     args = p.parse_args(argv)
     uri = backend_uri(args.uri, "--uri")
+    if args.uri and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # a mistyped path would open the UI on a new, empty store
+        raise ServeError(f"--uri: no MLflow store at {uri[len('sqlite:///'):]!r}; give the "
+                         "mlflow.db a run wrote (without --uri: the one under outputs/)", code=2)
     found = {}
 
     def prepare():

@@ -51,3 +51,10 @@ def test_hydra_mistakes_give_one_line_and_exit_2(args, start, outputs):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_rate_that_is_no_finite_number_is_called_so(value):
+    with pytest.raises(ConfigError, match=rf"^optimizer\.lr: expected a finite number > 0, "
+                                          rf"got {value}$"):
+        config.build(compose_config(f"optimizer.lr={value}"))

@@ -286,6 +286,8 @@ def test_server_takes_a_run_with_artifacts_and_stops_on_sigterm(outputs, tmp_pat
     ("server", ["--backend-store-uri", "http://127.0.0.1:5000"],
      "--backend-store-uri: unsupported scheme 'http'"),
     ("ui", ["--uri", "mlruns"], "--uri: unsupported scheme '' in 'mlruns'"),
+    ("ui", ["--uri", "sqlite:////nonexistent-gdexp/m.db"],
+     "--uri: no MLflow store at '/nonexistent-gdexp/m.db'"),
     ("server", ["--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
 ])
 def test_bad_arguments_give_one_line_errors(outputs, command, args, message):
