@@ -101,8 +101,9 @@ def _hide_password(uri: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def backend_uri(uri: Optional[str], arg: str) -> str:
-    """An SQL store URI the server can open: the default store, an absolute sqlite, or a DB URL."""
+def backend_uri(uri: Optional[str], arg: str, must_exist: bool = False) -> str:
+    """An SQL store URI the server can open: the default store, an absolute sqlite, or a DB URL
+    (``must_exist``: a sqlite file that is there already)."""
     if not uri:
         from . import tracking
 
@@ -125,6 +126,9 @@ def backend_uri(uri: Optional[str], arg: str) -> str:
         # Relative sqlite paths follow the working directory (as in MLflow); the server runs
         # elsewhere, so pin the path down here.
         path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+        if must_exist and not path.is_file():
+            raise ServeError(f"{arg}: no MLflow store at {str(path)!r}; give the mlflow.db a "
+                             "run wrote (without --uri: the one under outputs/)", code=2)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -384,11 +388,8 @@ def _ui(argv: list[str]) -> int:
                    help=f"experiment to link to (default {DEFAULT_EXPERIMENT!r}; created if "
                         "missing)")
     args = p.parse_args(argv)
-    uri = backend_uri(args.uri, "--uri")
-    if args.uri and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        # a mistyped path would open the UI on a new, empty store
-        raise ServeError(f"--uri: no MLflow store at {uri[len('sqlite:///'):]!r}; give the "
-                         "mlflow.db a run wrote (without --uri: the one under outputs/)", code=2)
+    # a mistyped --uri would open the UI on a new, empty store
+    uri = backend_uri(args.uri, "--uri", must_exist=bool(args.uri))
     found = {}
 
     def prepare():

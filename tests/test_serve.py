@@ -297,6 +297,7 @@ def test_bad_arguments_give_one_line_errors(outputs, command, args, message):
     assert len(lines) == 1 and lines[0].startswith(f"gdexp {command}: error: "), proc.stderr
     assert message in lines[0]
     assert not (outputs / "mlflow.db").exists()  # rejected before any store is touched
+    assert not Path("/nonexistent-gdexp").exists()
 
 
 @pytest.mark.parametrize("command", ["ui", "server"])
