@@ -156,6 +156,7 @@ def open_sweep(config: DictConfig) -> None:
         return
     sweep_dir = Path(config.hydra.sweep.dir)
     _claim_folder(sweep_dir)
+    _launch["sweep_dir"] = sweep_dir
     if not config.tracking.enabled:
         return
     from . import config as gconfig
@@ -323,6 +324,17 @@ def _matching_child(client, parent_run_id: str, params: dict) -> Optional[str]:
         if all(same(run.data.params.get(k), v) for k, v in params.items()):
             return run.info.run_id
     return None
+
+
+def clear_half_written() -> None:
+    """Once the workers of an interrupted sweep are stopped: the artifacts folders they were
+    still writing (a worker that joblib kills at once cannot clean up after itself)."""
+    from .pipeline import PARTIAL_ARTIFACTS, clear_partial
+
+    sweep_dir = _launch.get("sweep_dir")
+    if sweep_dir is not None:
+        for job_dir in Path(sweep_dir).glob(f"*/{PARTIAL_ARTIFACTS}"):
+            clear_partial(job_dir.parent)
 
 
 def close_sweep(status: str) -> int:

@@ -348,6 +348,7 @@ def run(argv: list[str]) -> int:
         status = "KILLED"
         with processes.signals_ignored():
             processes.stop_descendants()
+            callbacks.clear_half_written()
             callbacks.close_sweep(status)
         raise
     finally:

@@ -341,15 +341,19 @@ def write_files(out_dir: Path, cfg: DictConfig, overrides: list[str], plan: conf
     return art
 
 
+# A run's artifacts are written here, then renamed to artifacts/ once complete.
+PARTIAL_ARTIFACTS = "artifacts.partial"
+
+
 def partial_plots(out_dir: Path) -> Path:
     """Where a run's figures are drawn before its artifacts folder is complete."""
-    return Path(out_dir) / "artifacts.partial" / "plots"
+    return Path(out_dir) / PARTIAL_ARTIFACTS / "plots"
 
 
 def clear_partial(out_dir: Path) -> None:
-    """Remove what an earlier run in this folder left half-written (killed while writing its
-    artifacts): none of it may pass for this run's."""
-    shutil.rmtree(partial_plots(out_dir).parent, ignore_errors=True)
+    """Remove what a run in this folder left half-written (killed while writing its
+    artifacts): none of it may pass for a run's artifacts."""
+    shutil.rmtree(Path(out_dir) / PARTIAL_ARTIFACTS, ignore_errors=True)
 
 
 def _replace(partial: Path, art: Path) -> None:

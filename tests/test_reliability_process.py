@@ -335,3 +335,19 @@ def test_a_reader_that_goes_away_fails_nothing(outputs, launcher):
     assert proc.wait(timeout=240) == 0, err
     assert "Traceback" not in err and "Broken pipe" not in err, err
     assert [status for name, status in runs(outputs)] == ["FINISHED"] * 4
+
+
+def test_an_interrupted_sweep_removes_what_its_killed_workers_half_wrote(tmp_path, monkeypatch):
+    # joblib kills its workers at once on Ctrl-C: the one writing its artifacts cannot clean
+    # up; the sweep's process does, once they are stopped (cli.run, on KeyboardInterrupt)
+    from gdexp import callbacks
+
+    for job in ("0", "1"):
+        (tmp_path / job / "artifacts.partial" / "plots").mkdir(parents=True)
+        (tmp_path / job / "artifacts.partial" / "trace.npz").write_bytes(b"PK\x03")  # cut short
+    (tmp_path / "1" / "artifacts").mkdir()  # a finished job keeps its artifacts
+    (tmp_path / "1" / "artifacts" / "trace.npz").write_bytes(b"whole")
+    monkeypatch.setitem(callbacks._launch, "sweep_dir", tmp_path)
+    callbacks.clear_half_written()
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "0", "1", "1/artifacts", "1/artifacts/trace.npz"]
