@@ -521,6 +521,13 @@ def run_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
             for i, r in enumerate(runs)]
 
 
+def curve_labels(runs: list[RunRecord], keys: list[str]) -> list[str]:
+    """Legend labels of the runs' logged loss curves: a run of many starts (or rates) logs
+    their median, and says so."""
+    return [f"{label} (median over its starts)" if "loss_best" in r.metrics else label
+            for label, r in zip(run_labels(runs, keys), runs)]
+
+
 def _history(client, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
     if not points:
@@ -628,7 +635,7 @@ def make_figures(client, sel: Selection, runs: list[RunRecord], keys: list[str],
             what = f", {objective}"
         varying = varying_keys(group)
         figures.append(plots.curves(grid, loss, grad_norm, out_dir / name,
-                                    labels=run_labels(group, varying),
+                                    labels=curve_labels(group, varying),
                                     f_min=f_min(group), title=f"{sel.title}: loss per run{what}",
                                     diverged=[r.status == "diverged" for r in group],
                                     values=_lr_values(group, varying),

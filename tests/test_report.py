@@ -296,6 +296,14 @@ def test_runs_still_descending_are_not_taken_for_repeats():
     assert left_out == 1  # one of the two finished runs of one config
 
 
+def test_a_run_of_many_starts_says_its_curve_is_their_median():
+    from gdexp.report import curve_labels
+
+    one, many = record("a", seed="0"), record("b", seed="1")
+    many.metrics["loss_best"] = 1e-9  # logged by a run of several starts beside the median
+    assert curve_labels([one, many], ["seed"]) == ["seed=0", "seed=1 (median over its starts)"]
+
+
 def test_a_null_sorts_after_the_numbers_of_its_column():
     # data.batch_size: 32, 4 and the full batch (null)
     runs = [record(n, **{"data.batch_size": v}) for n, v in (("a", "32"), ("b", "null"),
