@@ -76,7 +76,7 @@ class SweepCallback(Callback):
             gconfig.check_keys(config)
             if config.tracking.enabled:
                 gconfig.check_tracking(config)
-            check_launcher(config.hydra.launcher)
+            check_launcher(config)
         except gconfig.ConfigError as e:
             raise SweepError(str(e)) from None
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
@@ -108,23 +108,20 @@ class SweepCallback(Callback):
             close_sweep("FINISHED")
 
 
-def check_launcher(launcher: DictConfig) -> None:
+def check_launcher(config: DictConfig) -> None:
     """The launcher settings its own code would take and then fail on once the sweep run
     exists (joblib's n_jobs of 0) or misuse without a word (a group cap of 0)."""
-    from .config import ConfigError
+    from . import config as gconfig
 
-    target = str(OmegaConf.select(launcher, "_target_", default=""))
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
     if target.endswith(".BatchedLauncher"):
-        rules = {key: ("an integer >= 1", lambda v: v >= 1)
-                 for key in ("max_group_jobs", "max_group_mb")}
+        for key in ("max_group_jobs", "max_group_mb"):
+            gconfig.number(config, f"hydra.launcher.{key}", minimum=1, integer=True)
     elif target.endswith(".JoblibLauncher"):
-        rules = {"n_jobs": ("a non-zero integer (-1: every core)", lambda v: v != 0)}
-    else:
-        return
-    for key, (allowed, ok) in rules.items():
-        value = OmegaConf.select(launcher, key, default=None)
-        if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-            raise ConfigError(f"hydra.launcher.{key}: expected {allowed}, got {value!r}")
+        n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            raise gconfig.ConfigError(f"hydra.launcher.n_jobs: expected a non-zero integer "
+                                      f"(-1: every core), got {n_jobs!r}")
 
 
 def _claim_folder(sweep_dir: Path) -> None:

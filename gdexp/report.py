@@ -298,7 +298,7 @@ def sort_runs(runs: list[RunRecord], keys: list[str]) -> list[RunRecord]:
     """Sorted by each key in turn: numerically when every present value is a number (a null,
     e.g. the full batch's ``data.batch_size``, after the numbers)."""
     numeric = {k: all(_number(r.params[k]) is not None for r in runs
-                      if r.params.get(k, NULL[0]) not in NULL) for k in keys}
+                      if r.params.get(k, "") not in NULL) for k in keys}
 
     def key(r: RunRecord):
         out = []
