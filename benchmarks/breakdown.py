@@ -16,7 +16,9 @@ sys.path.insert(0, str(HERE))
 from common import gdexp_command, prepare_store, run_timed, say, sqlite_uri  # noqa: E402
 from bench_sweep import EXPERIMENT, sweep_overrides  # noqa: E402
 
-LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+LAUNCHERS = {"basic": ["hydra/launcher=basic"],
+             "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             "batched": ["hydra/launcher=batched"]}
 
 
 def parse_args(argv=None):

@@ -727,33 +727,35 @@ def sweep_metric(cfg: DictConfig) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _yaml_dumper():
-    """libyaml's emitter with OmegaConf's own representers; None without libyaml."""
+def _yaml_writer():
+    """libyaml's emitter with OmegaConf's own representers, behind the direct writer of
+    plain data (yamltext); None without libyaml."""
     try:
-        from omegaconf._utils import get_omega_conf_dumper
-    except ImportError:  # pragma: no cover - OmegaConf moved it
+        from omegaconf._utils import get_omega_conf_dumper, is_float, is_int, yaml_is_bool
+    except ImportError:  # pragma: no cover - OmegaConf moved them
         return None
     if not getattr(yaml, "__with_libyaml__", False):
         return None
+    from .yamltext import Writer
 
     class Dumper(yaml.CDumper):
         pass
 
     Dumper.add_representer(str, get_omega_conf_dumper().str_representer)
-    return Dumper
+    return Writer(Dumper, lambda s: yaml_is_bool(s) or is_int(s) or is_float(s))
 
 
 def to_yaml(node: Any, resolve: bool = False) -> str:
-    """``OmegaConf.to_yaml(node, resolve=...)`` emitted by libyaml when it is there: the same
-    YAML (OmegaConf's quoting of strings that would read back as numbers, booleans or null),
-    up to where a long string wraps, at a tenth of the cost. A sweep writes five per job."""
-    dumper = _yaml_dumper()
-    if dumper is None:
+    """``OmegaConf.to_yaml(node, resolve=...)`` written directly where PyYAML would write it
+    as it is, and by libyaml elsewhere (yamltext): the same YAML (OmegaConf's quoting of
+    strings that would read back as numbers, booleans or null), up to where a long string
+    wraps, at a fraction of the cost. A sweep writes five per job."""
+    writer = _yaml_writer()
+    if writer is None:
         return OmegaConf.to_yaml(node, resolve=resolve)
     if OmegaConf.is_config(node):
         node = OmegaConf.to_container(node, resolve=resolve, enum_to_str=True)
-    return yaml.dump(node, Dumper=dumper, default_flow_style=False, allow_unicode=True,
-                     sort_keys=False)
+    return writer.dump(node)
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
