@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, config, descent, processes
 from .descent import Result
-from .diagnostics import row_median
+from .diagnostics import POINT_CLASSES, row_median
 
 # Keys that change where or how a run is recorded, not what it computes.
 VOLATILE_KEYS = ("tracking", "diagnostics", "sweep_metric", "memory_limit")
@@ -35,6 +35,7 @@ class Outcome:
     uri: Optional[str] = None
     skipped: bool = False
     claim: Optional[dict] = None         # claims.evaluate's answer when the run checked one
+    points: Optional[dict] = None        # start -> its end point's class by the Hessian
 
     @property
     def value(self) -> float:
@@ -451,8 +452,9 @@ def _incomplete(objective) -> str:
         f"; {objective.name} has more minima than it lists"
 
 
-def _one_start(objective, result: Result, j: int) -> str:
-    """One start's outcome in words: what stopped it, when, where it ended."""
+def _one_start(objective, result: Result, j: int, points: Optional[dict] = None) -> str:
+    """One start's outcome in words: what stopped it, when, where it ended (at no listed
+    minimum: what its Hessian there says, from ``points``, start -> class)."""
     s, k, f = result.status[j], int(result.steps[j]), result.f[j]
     if s.outcome == "diverged":
         return f"diverged at step {k} ({RULE_WORDS[s.rule]}), f = {f:.6g}"
@@ -467,11 +469,27 @@ def _one_start(objective, result: Result, j: int) -> str:
         return head + f", at the {_minimum_words(objective, i)} (distance {d:.2g})"
     if result.basin[j] != "none":
         return head + f", {d:.2g} from the {_minimum_words(objective, i)}"
-    return (head + f", at no listed minimum (nearest: the {_minimum_words(objective, i)}, "
-            f"{d:.2g} away{_incomplete(objective)})")
+    cls = (points or {}).get(j)
+    hessian = (f", a {cls} point by its Hessian"
+               if cls in POINT_CLASSES[:4] and s.outcome == "converged" else "")
+    return (head + f", at no listed minimum{hessian} (nearest: the "
+            f"{_minimum_words(objective, i)}, {d:.2g} away{_incomplete(objective)})")
 
 
-def _counts(result: Result, cols) -> str:
+def _hessian_counts(points: Optional[dict], cols) -> str:
+    """`` (converged there, by the Hessian: 3 saddle)`` over the starts of ``cols``, which
+    ended at no listed minimum, that converged (a point the gradient leaves is no critical
+    point, whatever its curvature); ``at 20 of 35`` when the diagnostics analysed a subset;
+    empty when none of them was analysed."""
+    classes = [points[j] for j in cols if j in (points or {})]
+    counts = ", ".join(f"{classes.count(c)} {c}" for c in POINT_CLASSES if classes.count(c))
+    if not counts:
+        return ""
+    which = "" if len(classes) == len(cols) else f" at {len(classes)} of {len(cols)}"
+    return f" (converged there, by the Hessian{which}: {counts})"
+
+
+def _counts(result: Result, cols, points: Optional[dict] = None) -> str:
     outcomes = [result.outcomes[j] for j in cols]
     basins = [result.basin[j] for j in cols]
     words = (("converged", "converged"), ("max_steps", "used up the step budget"),
@@ -479,17 +497,21 @@ def _counts(result: Result, cols) -> str:
     head = ", ".join(f"{outcomes.count(o)} {w}" for o, w in words if outcomes.count(o))
     ended = [f"{basins.count(b)} at a {b} minimum" for b in ("global", "local") if basins.count(b)]
     if basins.count("none"):
-        ended.append(f"{basins.count('none')} at no listed minimum")
+        ended.append(f"{basins.count('none')} at no listed minimum"
+                     + _hessian_counts(points, [j for j in cols if result.basin[j] == "none"
+                                                and result.outcomes[j] == "converged"]))
     return head + "; " + ", ".join(ended)
 
 
-def describe(name: str, objective, result: Result) -> str:
+def describe(name: str, objective, result: Result, points: Optional[dict] = None) -> str:
     """The outcome in words: one line for one start or a batch; for a learning-rate axis,
-    a line per rate saying what that rate did."""
+    a line per rate saying what that rate did. ``points``: start -> the class of its end
+    point by the Hessian (``Outcome.points``), said of the starts that ended at no listed
+    minimum."""
     if result.n == 1:
-        return f"{name}: {_one_start(objective, result, 0)}"
+        return f"{name}: {_one_start(objective, result, 0, points)}"
     rates = np.unique(result.lr)
-    head = f"{name}: {result.n} starts: {_counts(result, range(result.n))}"
+    head = f"{name}: {result.n} starts: {_counts(result, range(result.n), points)}"
     head += "" if objective.minima_complete or "no listed" not in head else \
         f" ({objective.name} has more minima than it lists)"
     if rates.size == 1 or rates.size > MAX_RATE_LINES:
@@ -497,8 +519,8 @@ def describe(name: str, objective, result: Result) -> str:
     lines = [head]
     for lr in rates:
         cols = np.flatnonzero(result.lr == lr)
-        what = (_one_start(objective, result, cols[0]) if cols.size == 1
-                else f"{cols.size} starts: {_counts(result, cols)}")
+        what = (_one_start(objective, result, cols[0], points) if cols.size == 1
+                else f"{cols.size} starts: {_counts(result, cols, points)}")
         lines.append(f"  lr={lr:g}: {what}")
     return "\n".join(lines)
 
@@ -628,7 +650,7 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
     art = write_files(job.out_dir, cfg, job.overrides, plan, result, diag, cfg.tracking.plots,
                       drawn)
     if job.uri is None:
-        return Outcome(result, claim=claim)
+        return Outcome(result, claim=claim, points=end_points(diag))
     from . import tracking
 
     client = job.client
@@ -640,7 +662,17 @@ def finish(job: Job, result: Result, monitor=None, with_params: bool = False,
         logged()
     else:
         tracking.log(client, job.run_id, **store_batch(job, result, diag, claim, with_params))
-    return Outcome(result, job.run_id, job.experiment_id, job.uri, claim=claim)
+    return Outcome(result, job.run_id, job.experiment_id, job.uri, claim=claim,
+                   points=end_points(diag))
+
+
+def end_points(diag: Optional[dict]) -> Optional[dict]:
+    """Start -> the class of its end point by the Hessian, for the starts the diagnostics
+    analysed (None without them)."""
+    sm = (diag or {}).get("parts", {}).get("smoothness")
+    if sm is None:
+        return None
+    return {int(j): str(c) for j, c in zip(sm["starts"], sm["point_class"])}
 
 
 def store_batch(job: Job, result: Result, diag: Optional[dict], claim: Optional[dict],
@@ -698,7 +730,7 @@ def announce(job: Job, outcome: Outcome, out=None) -> None:
     """The result lines of a run: its outcome, and its run id (on the same line for a
     sweep's job, whose sweep printed the link to its runs) or its links into the UI."""
     out = sys.stdout if out is None else out
-    text = describe(job.name, job.plan.objective, outcome.result)
+    text = describe(job.name, job.plan.objective, outcome.result, outcome.points)
     claim = [] if outcome.claim is None else claim_lines(outcome.claim)
     if claim and job.label:  # a sweep's job keeps one line: whether its claim held
         first, *rest = text.split("\n")

@@ -137,8 +137,11 @@ def backend_uri(uri: Optional[str], arg: str, must_exist: bool = False) -> str:
     return uri
 
 
-def artifacts_dir(uri: str, destination: Optional[str] = None) -> str:
-    """Where the server keeps artifacts: beside a sqlite db (as runs do), else under outputs/."""
+def artifacts_dir(uri: str, destination: Optional[str] = None,
+                  arg: str = "--backend-store-uri") -> str:
+    """Where the server keeps artifacts: beside a sqlite db (as runs do), else under outputs/.
+    A folder that cannot be made is blamed on what named it: ``--artifacts-destination``, or
+    the store's ``arg``, beside which it goes."""
     if destination and "://" in destination:
         return destination  # s3://..., gs://...: the server's business
     if destination:
@@ -150,7 +153,9 @@ def artifacts_dir(uri: str, destination: Optional[str] = None) -> str:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ServeError(f"--artifacts-destination: cannot create {str(path)!r} ({e.strerror})",
+        where = ("--artifacts-destination" if destination else
+                 f"{arg}: its artifacts folder beside the store")
+        raise ServeError(f"{where}: cannot create {str(path)!r} ({e.strerror})",
                          code=2) from None
     return str(path)
 
@@ -410,7 +415,7 @@ def _ui(argv: list[str]) -> int:
                 f"  runs table:       {view}\n"
                 "  (status, final_loss, steps, lr, objective, ...; every run, best first)")
 
-    mlflow_args = ["--backend-store-uri", uri, "--artifacts-destination", artifacts_dir(uri),
+    mlflow_args = ["--backend-store-uri", uri, "--artifacts-destination", artifacts_dir(uri, arg="--uri"),
                    "--workers", str(args.workers)]
     return serve(mlflow_args, args.host, args.port, args.timeout, "ui", ready, prepare)
 

@@ -211,6 +211,7 @@ def test_saddle_avoidance_preset_random_starts_miss_the_saddle(outputs):
     proc = run_cli("run", "experiment=saddle_avoidance", "init=fixed", "init.x0=[0.0,1.5]",
                    "init.n_starts=1", "tracking.plots=false", outputs=outputs)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "at no listed minimum, a saddle point by its Hessian" in proc.stdout, proc.stdout
     client, runs = _only_run(outputs, "saddle_avoidance")
     by_rows = {("random" if "claim.random.at_saddle.held" in r.data.tags else "manifold"): r
                for r in runs}

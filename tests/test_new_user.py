@@ -122,6 +122,32 @@ def test_a_run_that_used_up_its_budget_does_not_claim_a_minimum():
     assert "at the global minimum" not in text
 
 
+def test_a_start_that_converged_off_the_listed_minima_is_named_by_its_hessian():
+    """On ¼x⁴ − ½x² + ½y² a start on x = 0 converges to the saddle (0, 0), Hessian
+    diag(−1, 1); the result line says so. A start that diverged is no critical point: its
+    curvature is not named."""
+    base = ("objective=strict_saddle", "init=fixed", "init.x0=[0.0,1.5]",
+            "tracking.enabled=false")
+    for overrides, expected, absent in [
+            (("init.n_starts=1", "optimizer.lr=0.05"),
+             ": converged after \\d+ steps .*at no listed minimum, a saddle point by its "
+             "Hessian \\(nearest: ", None),
+            (("init.n_starts=1", "optimizer.lr=3"), ": diverged at step", "Hessian"),
+            (("init.n_starts=3", "optimizer.lr=[0.05,3]"),
+             "6 starts: 3 converged, 3 diverged; 6 at no listed minimum \\(converged there, "
+             "by the Hessian: 3 saddle\\)\n  lr=0.05: .*\\(converged there, by the Hessian: "
+             "3 saddle\\)\n  lr=3: 3 starts: 3 diverged; 3 at no listed minimum$", None)]:
+        cfg = compose_config(*base, *overrides)
+        plan = config.build(cfg)
+        result = pipeline._descend(plan)
+        diag = pipeline._diagnose(cfg, plan, result, None)
+        text = pipeline.describe("r", plan.objective, result, pipeline.end_points(diag))
+        assert re.search(expected, text), text
+        assert absent is None or absent not in text, text
+    # without the diagnostics, the line stays as it was
+    assert "Hessian" not in pipeline.describe("r", plan.objective, result)
+
+
 def _completion(line: str, shell: str = "bash") -> str:
     env = {**os.environ, "COMP_LINE": line, "COMP_POINT": str(len(line))}
     proc = subprocess.run([sys.executable, "-m", "gdexp", "-sc", f"query={shell}"], env=env,

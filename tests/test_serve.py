@@ -289,6 +289,12 @@ def test_server_takes_a_run_with_artifacts_and_stops_on_sigterm(outputs, tmp_pat
     ("ui", ["--uri", "sqlite:////nonexistent-gdexp/m.db"],
      "--uri: no MLflow store at '/nonexistent-gdexp/m.db'"),
     ("server", ["--workers", "0"], "argument --workers: expected an integer >= 1, got '0'"),
+    # no --artifacts-destination given: the folder beside the store is the store's to blame
+    ("server", ["--backend-store-uri", "sqlite:////proc/gdexp-m.db"],
+     "--backend-store-uri: its artifacts folder beside the store: cannot create "
+     "'/proc/mlartifacts'"),
+    ("server", ["--artifacts-destination", "/proc/gdexp-artifacts"],
+     "--artifacts-destination: cannot create '/proc/gdexp-artifacts'"),
 ])
 def test_bad_arguments_give_one_line_errors(outputs, command, args, message):
     proc = run_cli(command, *args, outputs=outputs, timeout=60)
