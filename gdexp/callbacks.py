@@ -5,6 +5,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ _open_sweep: dict[str, Any] = {}
 _job_sweep: dict[str, Any] = {}
 _launch: dict[str, Any] = {}
 LOCK_FILE = ".gdexp_sweep.lock"
+# What Hydra writes into a run's or a sweep's folder before gdexp may refuse it.
+HYDRA_FILES = (".hydra", "multirun.yaml")
 
 
 class SweepError(SystemExit):
@@ -68,6 +71,7 @@ class SweepCallback(Callback):
         except gconfig.ConfigError as e:
             raise SweepError(str(e)) from None
         _launch.clear()
+        note_folder(config.hydra.sweep.dir)
         _launch.update(total_jobs=self.total_jobs)
         if self.total_jobs == 0:
             raise SweepError("the sweep has no jobs: a sweep override expands to no values "
@@ -85,6 +89,9 @@ class SweepCallback(Callback):
         target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         if target != BASIC_SWEEPER:  # it does not show its jobs before launching them
             open_sweep(config)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        note_folder(config.hydra.run.dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -321,6 +328,41 @@ def _matching_child(client, parent_run_id: str, params: dict) -> Optional[str]:
         if all(same(run.data.params.get(k), v) for k, v in params.items()):
             return run.info.run_id
     return None
+
+
+def note_folder(folder: Any) -> None:
+    """At the start of a run or a sweep, before Hydra makes its folder: the folder and the
+    nearest of its ancestors that exists (``clear_refused``)."""
+    try:
+        path = Path(str(folder)).absolute()
+    except Exception:  # noqa: BLE001 - a folder that does not resolve fails later, in Hydra
+        return
+    anchor = next(p for p in (path, *path.parents) if p.exists())
+    _launch["folder"] = (path, anchor)
+
+
+def clear_refused() -> None:
+    """After a refusal (a one-line error before anything ran): the run's or the sweep's
+    folder, when this launch made it and it holds only what Hydra wrote (its .hydra configs,
+    a job's log, multirun.yaml), and the folders above it that this launch made and that
+    are empty now. A folder that was there before, or that holds anything else, stays."""
+    entry = _launch.pop("folder", None)
+    if entry is None:
+        return
+    folder, anchor = entry
+    if folder == anchor or not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if not (item.name in HYDRA_FILES or (item.suffix == ".log" and item.is_file())):
+            return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if parent == anchor:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def clear_half_written() -> None:

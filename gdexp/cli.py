@@ -341,6 +341,8 @@ def run(argv: list[str]) -> int:
         status = "FINISHED"
     except SystemExit as e:
         status = "FINISHED" if e.code in (0, None) else "FAILED"
+        if e.code == 2:  # refused in one line: no folder of its own is left behind
+            callbacks.clear_refused()
         raise
     except KeyboardInterrupt as e:
         # one path for Ctrl-C and SIGTERM, whatever the launcher: stop every worker, then end

@@ -53,6 +53,27 @@ def test_hydra_mistakes_give_one_line_and_exit_2(args, start, outputs):
     assert len(lines) == 1 and lines[0].startswith(start), proc.stderr
 
 
+@pytest.mark.parametrize("args", [["optimizer.lr=-1"], ["-m", "optimizer.lr=0.1,-1"],
+                                  ["-m", "hydra/launcher=basic", "optimizer.lr=0.1,-1"]])
+def test_a_refused_run_or_sweep_leaves_no_folder(args, outputs, tmp_path):
+    """What Hydra wrote before the refusal (.hydra, the job's log, multirun.yaml) goes with
+    it; a folder that was there before stays, with what it held."""
+    (outputs / "kept").mkdir(parents=True)
+    (outputs / "kept" / "notes.txt").write_text("mine")
+    proc = run_cli("run", *args, outputs=outputs)
+    assert proc.returncode == 2, proc.stderr
+    assert sorted(p.relative_to(outputs).as_posix() for p in outputs.rglob("*")) == \
+        ["kept", "kept/notes.txt"]
+    # into a folder named by the user that exists: Hydra's files stay, so does the rest
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+    proc = run_cli("run", *args, f"{key}={mine}", outputs=outputs)
+    assert proc.returncode == 2, proc.stderr
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_a_rate_that_is_no_finite_number_is_called_so(value):
     with pytest.raises(ConfigError, match=rf"^optimizer\.lr: expected a finite number > 0, "
