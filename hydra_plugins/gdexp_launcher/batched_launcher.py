@@ -180,9 +180,13 @@ class BatchedLauncher(Launcher):
         parser = OverridesParser.create()
         choices = set(self.config.hydra.runtime.choices)
         templates: dict = {}
+        known: dict = {}  # override string -> its parse: a sweep's jobs repeat most of them
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
-            parsed = parser.parse_overrides(list(overrides))
+            new = list(dict.fromkeys(o for o in overrides if o not in known))
+            if new:
+                known.update(zip(new, parser.parse_overrides(new)))
+            parsed = [known[o] for o in overrides]
             values = _value_overrides(parsed, choices)
             cfg = None
             if values is not None:
