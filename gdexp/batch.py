@@ -183,6 +183,68 @@ def _log(k: int) -> None:
     tracking.log(tracking.client(uri), run_id, **rows)
 
 
+def _create_run(uri: str, experiment_id: str, name: str, tags: dict) -> tuple[str, str]:
+    from . import tracking
+
+    run = tracking.client(uri).create_run(experiment_id, run_name=name, tags=tags)
+    return run.info.run_id, run.info.artifact_uri
+
+
+class EarlyRuns:
+    """Each prepared job's run created (RUNNING) by a forked helper while the launcher
+    prepares the next jobs, on the core that would be idle; ``take`` hands a job its run
+    (``pipeline.start`` otherwise). A job with ``skip_finished`` is not created early (it
+    may be skipped); nor on one core, without fork, or on a store a forked process cannot
+    write to. Should the helper fail, the job's run is created where it is taken, which
+    raises the store's own error, if any."""
+
+    def __init__(self) -> None:
+        self.pool = None
+        self.futures: dict = {}  # id(job) -> future of (run_id, artifact_uri)
+        self.off = _cores() < 2 or not hasattr(os, "fork")
+
+    def submit(self, job: Job) -> None:
+        if self.off or job.uri is None or job.cfg.tracking.skip_finished:
+            return
+        from . import processes, tracking
+
+        try:
+            if self.pool is None:
+                if not tracking.writable_after_fork(job.uri):
+                    self.off = True
+                    return
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                                                initializer=_helper_process, initargs=(True,))
+                with processes.heartbeats.paused():  # its process is forked at this submit
+                    self.futures[id(job)] = self.pool.submit(_create_run, job.uri,
+                                                             job.experiment_id, job.name,
+                                                             job.tags)
+                return
+            self.futures[id(job)] = self.pool.submit(_create_run, job.uri, job.experiment_id,
+                                                     job.name, job.tags)
+        except Exception:  # noqa: BLE001 - no helper (fork refused, pool broken): created later
+            self.off = True
+
+    def take(self, job: Job) -> bool:
+        """Whether the job now has its run (created by the helper)."""
+        future = self.futures.pop(id(job), None)
+        if future is None:
+            return False
+        try:
+            job.run_id, job.artifact_uri = future.result()
+        except Exception:  # noqa: BLE001 - then pipeline.start creates it, or says why not
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -347,13 +409,14 @@ class _Helpers:
         _TASKS.clear()
 
 
-def run_group(jobs: Sequence[Job], label: str = "group 1/1",
-              out=None) -> list[Union[Outcome, BaseException]]:
+def run_group(jobs: Sequence[Job], label: str = "group 1/1", out=None,
+              early: Optional[EarlyRuns] = None) -> list[Union[Outcome, BaseException]]:
     """Descend the jobs of one group together; then files, tracking and a line per job.
 
     Every tracked job's run is created (RUNNING) before the descent and ended on its own:
     FINISHED, or FAILED when its own finishing raises (the others go on), or KILLED for every
-    run still open on Ctrl-C or SIGTERM. Should the batched descent itself raise, each job is
+    run still open on Ctrl-C or SIGTERM; ``early``: the runs created while the jobs were
+    prepared. Should the batched descent itself raise, each job is
     descended alone, so that an error fails only the job that causes it.
     """
     out = sys.stdout if out is None else out
@@ -378,7 +441,8 @@ def run_group(jobs: Sequence[Job], label: str = "group 1/1",
             if job.uri is not None:
                 from . import tracking
 
-                pipeline.start(job)
+                if early is None or not early.take(job):
+                    pipeline.start(job)
                 context = tracking.run_status(job.client, job.run_id)
                 context.__enter__()
                 status[i] = context

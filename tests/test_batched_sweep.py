@@ -315,6 +315,61 @@ def test_a_group_whose_helper_processes_cannot_start_finishes_here(outputs, monk
     assert (outputs / "job-0.2" / "artifacts" / "plots" / "curves.png").is_file()
 
 
+def test_runs_created_while_jobs_are_prepared_are_the_runs_their_jobs_log(outputs,
+                                                                          monkeypatch):
+    """A helper process creates each prepared job's run (RUNNING, its tags and name) while
+    the launcher prepares the next; the job then logs into that run, and no other is made.
+    Where the helper cannot, the run is created where the job is taken."""
+    from mlflow.tracking import MlflowClient as Client
+
+    created = []
+    create_run = Client.create_run
+
+    def counted(self, *args, **kwargs):
+        created.append(os.getpid())
+        return create_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "create_run", counted)
+    early = batch.EarlyRuns()
+    jobs = [_job(outputs, lr, "tracking.plots=false") for lr in (0.1, 0.2)]
+    try:
+        for job in jobs:
+            early.submit(job)
+        futures = list(early.futures.values())
+        running = [f.result() for f in futures]
+        client = Client(store_uri(outputs))
+        assert [client.get_run(run_id).info.status for run_id, _ in running] == \
+            ["RUNNING", "RUNNING"]
+        assert client.get_run(running[0][0]).info.run_name == jobs[0].name
+        outcomes = batch.run_group(jobs, early=early)
+    finally:
+        early.close()
+    assert [o.run_id for o in outcomes] == [run_id for run_id, _ in running]
+    assert created == []  # none was created here (the helper counts its own, in its memory)
+    _, runs = _runs(outputs)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.tags["config_hash"] == j.chash for r, j in
+               zip(sorted(runs, key=lambda r: r.info.run_name), sorted(jobs, key=lambda j: j.name)))
+
+    # a helper whose creation fails: the job's run is made where it is taken, here
+    monkeypatch.setattr(batch, "_create_run", _unreachable_store)
+    early = batch.EarlyRuns()
+    job = _job(outputs, 0.3, "tracking.plots=false")
+    try:
+        early.submit(job)
+        assert isinstance(early.futures[id(job)].exception(), OSError)
+        outcome, = batch.run_group([job], early=early)
+    finally:
+        early.close()
+    assert created == [os.getpid()]
+    assert MlflowClient(store_uri(outputs)).get_run(outcome.run_id).info.status == "FINISHED"
+    assert len(_runs(outputs)[1]) == 3
+
+
+def _unreachable_store(*args):
+    raise OSError(113, "No route to host")
+
+
 def test_figures_drawn_by_other_processes_are_those_a_job_draws_alone(outputs, tmp_path):
     """A plotted group's figures are drawn by forked processes; each run's artifacts, figures
     included, are byte for byte those the basic launcher's job draws itself."""

@@ -72,7 +72,7 @@ if os.environ.get("GDEXP_BREAKDOWN"):
                            ("_descend", "run: descent.run", {}),
                            ("write_files", "run: write_files (config, trace.npz, csv)", {}),
                            ("prepare", "run: pipeline.prepare (build, checks)", {}),
-                           ("start", "mlflow: pipeline.start (create_run)", {}),
+                           ("start", "mlflow: pipeline.start (create_run here)", {}),
                            ("store_batch", "run: store_batch (rows of log_batch)", {})],
         "gdexp.config": [("build", "run: config.build", {}),
                          ("to_yaml", "run: config.to_yaml", {})],
@@ -101,11 +101,6 @@ if os.environ.get("GDEXP_BREAKDOWN"):
                         ("_Helpers.start", "batched: helpers start (batches, fork)", {}),
                         ("_write_one", "batched: _write_one (pipeline.finish)", {}),
                         ("_end_one", "batched: _end_one (set_terminated, line)", {})],
-        "hydra_plugins.gdexp_launcher.batched_launcher": [
-            ("BatchedLauncher.launch", "batched: launch (all jobs)", {}),
-            ("BatchedLauncher._run_job", "batched: _run_job (Hydra's per-job part, prepare)",
-             {"mark": "first_job"}),
-            ("BatchedLauncher._job_configs", "batched: _job_configs (per-job configs)", {})],
         "hydra.core.singleton": [("Singleton.set_state", "joblib: Singleton.set_state", {})],
         "hydra_plugins.hydra_joblib_launcher._core": [
             ("launch", "joblib: launch (all jobs)", {}),

@@ -57,14 +57,25 @@ class BatchedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
-        from gdexp import batch, callbacks, pipeline
-        from gdexp.config import ConfigError
+        from gdexp import batch
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        early = batch.EarlyRuns()
+        try:
+            return self._launch(job_overrides, initial_job_idx, early)
+        finally:
+            early.close()
+
+    def _launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                early) -> Sequence[JobReturn]:
+        """Prepare every job (its run created meanwhile by ``early``), then run the groups."""
+        from gdexp import batch, callbacks, pipeline
+        from gdexp.config import ConfigError
+
         experiments: dict = {}
         prepared: Dict[int, Any] = {}
         failed: Dict[int, BaseException] = {}
@@ -79,6 +90,7 @@ class BatchedLauncher(Launcher):
                                                  overrides, callbacks.sweep_parent(),
                                                  experiments=experiments,
                                                  label=callbacks.current_job())
+                early.submit(prepared[idx])
             except (ConfigError, OmegaConfBaseException) as e:
                 key = getattr(e, "full_key", None)
                 line = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -99,7 +111,8 @@ class BatchedLauncher(Launcher):
         jobs = [prepared[idx] for idx in order]
         groups = batch.form_groups(jobs, self.max_group_jobs, self.max_group_bytes)
         for g, members in enumerate(groups, start=1):
-            outcomes = batch.run_group([jobs[i] for i in members], f"group {g}/{len(groups)}")
+            outcomes = batch.run_group([jobs[i] for i in members], f"group {g}/{len(groups)}",
+                                       early=early)
             for i, outcome in zip(members, outcomes):
                 idx = order[i]
                 ret = returns[idx - initial_job_idx]
