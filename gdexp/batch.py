@@ -154,9 +154,13 @@ def _helper_process(stores: bool) -> None:
     """A helper process leaves signals to the sweep's process: Ctrl-C reaches it too (the
     terminal's group) and is ignored; SIGTERM, which that process sends its descendants when
     it stops, ends it at once, without the handler it inherited. ``stores``: it writes to
-    stores, through connections of its own."""
+    stores, through connections of its own. The objects it inherited are left out of its
+    garbage collections (``gc.freeze``): a full collection would walk all of them, copying
+    every page it touches (measured: a store writer's first batch took 0.55 s, not 0.05 s)."""
+    import gc
     import signal
 
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if stores:

@@ -393,7 +393,9 @@ COMMANDS = {"run": run, "reproduce": reproduce, "report": report, "ui": ui, "ser
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .processes import reader_safe_output
+    from .processes import freeze_after_imports, reader_safe_output
+
+    freeze_after_imports()
 
     try:
         with reader_safe_output():

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure  # no pyplot: nothing opens a window, no ba
 from matplotlib.image import imsave
 from matplotlib.markers import MarkerStyle
 from matplotlib.transforms import Affine2D
-from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, NullLocator
+from matplotlib.ticker import (FixedLocator, LogFormatterSciNotation, LogLocator, MaxNLocator,
+                               NullFormatter, NullLocator, ScalarFormatter)
 
 from .formatting import distinct
 from .objectives import Objective
@@ -232,8 +233,10 @@ def outcome_vs_lr(lr, steps, final_loss, outcomes, path, f_min=None, title=None)
         if mask.any():
             ax_f.plot(lr[mask], _clip(loss[mask]), marker, color=color, ms=5, ls="none")
     ax_s.set_xscale("log")
+    _narrow_log(ax_s.xaxis, lr)
     if np.all(steps > 0):
         ax_s.set_yscale("log")
+        _narrow_log(ax_s.yaxis, steps)
     else:  # a start can stop at step 0
         _symlog(ax_s, steps)
         ax_s.set_ylim(bottom=-0.3)
@@ -800,6 +803,26 @@ def _plot_columns(ax, steps, values, labels, diverged=None, yscale=None, colors=
                 label=None if marked else "diverged")
         marked = True
     ax.set_ylim(ylim)
+
+
+def _narrow_log(axis, values) -> None:
+    """A log axis whose values span less than two decades gets ticks it can label without
+    overlap: at 1, 2 and 5 × 10^k, or, within a factor of three, at about four round values;
+    its minor ticks stay unlabelled (matplotlib labels every minor tick of such a span)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or v.max() <= v.min() * (1 + 1e-9):
+        return
+    span = np.log10(v.max() / v.min())
+    if span >= 2:
+        return
+    if span >= np.log10(3):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    else:
+        axis.set_major_locator(MaxNLocator(4))
+        axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _log_or_symlog(ax, values) -> None:

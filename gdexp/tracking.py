@@ -118,21 +118,24 @@ def client(uri: str):
     can leave the db unopenable for good. Errors become one-line StoreErrors."""
     # MLflow prints a progress bar per artifact download otherwise: noise in reports.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.store.db.utils as db_utils  # 1.4 s import: only where tracking happens
-    from mlflow.tracking import MlflowClient
+    with processes.collection_paused():
+        import mlflow.store.db.utils as db_utils  # 1.4 s import: only where tracking happens
+        from mlflow.tracking import MlflowClient
 
-    quiet_logging()
-    db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, ENGINE_ATTEMPTS)
-    # It logs every database error with its traceback before raising it; the error itself
-    # reaches the user as one line (explain), and its "Creating tables" notes are noise.
-    logging.getLogger(db_utils.__name__).setLevel(logging.CRITICAL)
-    scheme = urlparse(uri).scheme.split("+")[0]
-    if scheme == "sqlite" and uri != "sqlite:///:memory:":
-        _open_sqlite(uri)
-    elif scheme in SQL_SCHEMES:
-        with _store_errors(uri):
-            _sql_store(uri, artifact_location(uri) or (outputs_dir() / "mlartifacts").as_uri())
-    return Deferring(MlflowClient(tracking_uri=uri))
+        quiet_logging()
+        db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, ENGINE_ATTEMPTS)
+        # It logs every database error with its traceback before raising it; the error
+        # itself reaches the user as one line (explain), and its "Creating tables" notes
+        # are noise.
+        logging.getLogger(db_utils.__name__).setLevel(logging.CRITICAL)
+        scheme = urlparse(uri).scheme.split("+")[0]
+        if scheme == "sqlite" and uri != "sqlite:///:memory:":
+            _open_sqlite(uri)
+        elif scheme in SQL_SCHEMES:
+            with _store_errors(uri):
+                _sql_store(uri,
+                           artifact_location(uri) or (outputs_dir() / "mlartifacts").as_uri())
+        return Deferring(MlflowClient(tracking_uri=uri))
 
 
 class Deferring:

@@ -141,6 +141,40 @@ def test_outcome_vs_lr_with_negative_losses_and_zero_steps(tmp_path):
     assert_png(out)
 
 
+@pytest.mark.parametrize("lr, steps", [
+    (np.geomspace(1e-4, 9.9e-4, 12), np.linspace(1.7e4, 2e4, 12)),   # a decade; a factor 1.2
+    (np.geomspace(0.05, 0.4, 8), np.geomspace(30, 900, 8)),          # under 1.5 decades
+    (np.geomspace(0.001, 1.0, 8), np.geomspace(10, 1e5, 8)),         # wide: matplotlib's own
+])
+def test_outcome_vs_lr_labels_narrow_log_axes_without_overlap(lr, steps, tmp_path, monkeypatch):
+    """Visible tick labels of each axis never overlap, and each axis has at least two, so
+    that its scale can be read."""
+    labels = {}
+    save = plots._save
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for i, ax in enumerate(fig.axes):
+            for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+                ticks = axis.get_majorticklabels() + axis.get_minorticklabels()
+                boxes = [t.get_window_extent(renderer) for t in ticks
+                         if t.get_visible() and t.get_text()]
+                labels[(i, name)] = boxes
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.outcome_vs_lr(lr, steps, np.geomspace(1.0, 1e-3, lr.size), ["max_steps"] * lr.size,
+                        tmp_path / "lr.png")
+    # the steps axis (0, y) and the shared rate axis, labelled under the loss panel (1, x)
+    for key in ((0, "y"), (1, "x")):
+        boxes = labels[key]
+        assert len(boxes) >= 2, key
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                assert not boxes[a].overlaps(boxes[b]), (key, boxes[a], boxes[b])
+
+
 def test_taylor_ratio(result, tmp_path):
     t = result.trace
     with np.errstate(all="ignore"):  # stopped starts give 0/0

@@ -351,3 +351,55 @@ def test_an_interrupted_sweep_removes_what_its_killed_workers_half_wrote(tmp_pat
     callbacks.clear_half_written()
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "0", "1", "1/artifacts", "1/artifacts/trace.npz"]
+
+
+def test_collection_paused_resumes_as_it_was_and_freezes_only_for_the_command_line(
+        monkeypatch):
+    import gc
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    with processes.collection_paused():
+        assert not gc.isenabled()
+        kept = [[i] for i in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() == frozen  # a library's process: no freeze
+    gc.disable()
+    try:
+        with processes.collection_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()
+    monkeypatch.setitem(processes._FREEZE, "on", True)
+    try:
+        with processes.collection_paused():
+            more = [[i] for i in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept) + len(more)
+    finally:
+        gc.unfreeze()
+
+
+def test_the_command_line_freezes_what_its_imports_built():
+    """`gdexp` (cli.main) freezes once mlflow is imported and the store open: the sweep's
+    later full collections skip those objects."""
+    code = ("import gc, sys, tempfile\n"
+            "from gdexp import cli, processes, tracking\n"
+            "assert gc.get_freeze_count() == 0\n"
+            "processes.freeze_after_imports()\n"
+            "tracking.client(f'sqlite:///{tempfile.mkdtemp()}/m.db')\n"
+            "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n"
+            "assert gc.isenabled()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_command_line_asks_for_it(tmp_path):
+    code = ("import gc, sys\n"
+            "from gdexp import cli\n"
+            "try:\n"
+            "    cli.main(['run', 'stop.max_steps=2', 'tracking.plots=false'])\n"
+            "except SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GDEXP_OUTPUTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
